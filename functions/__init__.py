@@ -1,0 +1,1 @@
+"""The bundle's functions: one file an endpoint or worker, declared in ``functions.yaml``."""

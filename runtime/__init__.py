@@ -1,0 +1,1 @@
+"""A small runtime that serves a function bundle (``functions.yaml``) on bjoern."""

@@ -1,0 +1,108 @@
+"""Prometheus metrics in multiprocess mode, so every process of every instance adds up.
+
+``prometheus_client`` picks its value storage when it is first imported, from
+``PROMETHEUS_MULTIPROC_DIR``: ``enable_multiprocess`` must run before anything imports it.
+Files are named by instance and pid, because two containers can hand out the same pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+ENV_PROCESS_ID = "RUNTIME_METRICS_PREFIX"
+
+
+def enable_multiprocess(metrics_dir: Path, instance: str) -> None:
+    """Point ``prometheus_client`` at the shared folder; call at process start, before import."""
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV_MULTIPROC_DIR] = str(metrics_dir)
+    os.environ[ENV_PROCESS_ID] = instance
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
+
+
+def _process_identifier() -> str:
+    return f"{os.environ.get(ENV_PROCESS_ID, 'x')}-{os.getpid()}"
+
+
+def forget_process(metrics_dir: Path, instance: str, pid: int) -> None:
+    """Drop a dead process's live gauges (their value means nothing once it is gone)."""
+    for path in metrics_dir.glob(f"gauge_live*_{instance}-{pid}.db"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def forget_instance(metrics_dir: Path, instance: str) -> None:
+    """Drop an instance's live gauges left by an earlier run; counters are kept."""
+    for path in metrics_dir.glob(f"gauge_live*_{instance}-*.db"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+class Metrics:
+    """The metrics every function may feed; created once per process, never registered globally."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.payment_requests = Counter(
+            "payment_requests_total",
+            "Payments sent to a processor, by processor and outcome.",
+            ["processor", "status"],
+            registry=None,
+        )
+        self.payment_duration = Histogram(
+            "payment_duration_seconds",
+            "Time a processor took to answer a payment.",
+            ["processor"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=None,
+        )
+        self.active_connections = Gauge(
+            "active_connections",
+            "Requests to processors in flight.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.health_check_failures = Counter(
+            "health_check_failures_total",
+            "Reads of a processor's service-health that failed.",
+            ["processor"],
+            registry=None,
+        )
+        self.queue_depth = Gauge(
+            "queue_backlog_bytes",
+            "Bytes queued for background functions and not read yet.",
+            ["queue"],
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.in_flight = Gauge(
+            "queue_in_flight",
+            "Items a background function has taken and not settled yet.",
+            ["queue"],
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.accepted = Counter(
+            "payments_accepted_total", "Payments accepted by intake.", registry=None
+        )
+        self.rejected = Counter(
+            "payments_rejected_total",
+            "Requests refused by intake, by reason.",
+            ["reason"],
+            registry=None,
+        )
+
+
+def render(metrics_dir: Path) -> bytes:
+    """Every process's metrics added up, in Prometheus text format."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
+    return generate_latest(registry)

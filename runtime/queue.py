@@ -1,0 +1,297 @@
+"""The durable hand-off from HTTP functions to background functions: append-only journals.
+
+Why a journal: bjoern serves one request at a time, so a put must cost microseconds and never
+wait on the network. One ``os.write`` of a whole record to a file opened ``O_APPEND`` costs a
+few microseconds (``stack/bench/queue_put.py`` measures it) and, once it returns, the record is
+in the kernel's page cache: a SIGKILL of any of our processes right after cannot lose it.
+
+Layout, one folder per queue::
+
+    <dir>/<queue>/<producer>.<seq>.seg   records, one JSON object a line, appended by one
+                                         producer (one process) only
+    <dir>/<queue>/<producer>.offset      the consumer's committed position: "<seq> <offset>"
+    <dir>/<queue>/<producer>.lock        flock held by the one consumer of this producer
+
+Each producer writes its own segments, so writers never interleave. A consumer takes an
+exclusive ``flock`` on a producer's lock file before reading its segments, so each item goes to
+exactly one consumer, whatever number of instances and worker processes run; a consumer that
+dies releases the lock with its file descriptors and another takes over from the committed
+offset. Items past the committed offset are delivered again after such a take-over: background
+functions must be idempotent (the forwarder is, through PostgreSQL's unique key).
+
+A producer starts a new segment when the current one is full and whenever it starts, so a
+segment is never written again once a newer one exists; the consumer deletes a segment once
+its committed offset has moved past it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_SEGMENT_RE = re.compile(r"^(?P<producer>[A-Za-z0-9_-]+)\.(?P<seq>\d{10})\.seg$")
+_READ_CHUNK_BYTES = 256 * 1024
+
+
+class QueueFull(Exception):
+    """The journal could not take the record (disk full, say); nothing was written."""
+
+
+def _segment_name(producer: str, seq: int) -> str:
+    return f"{producer}.{seq:010d}.seg"
+
+
+def _segments(queue_dir: Path) -> dict[str, list[int]]:
+    """Every producer's segment numbers, ascending."""
+    found: dict[str, list[int]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(queue_dir):
+            match = _SEGMENT_RE.match(entry.name)
+            if match:
+                found.setdefault(match["producer"], []).append(int(match["seq"]))
+    for seqs in found.values():
+        seqs.sort()
+    return found
+
+
+class QueueProducer:
+    """Appends records to one producer's journal; one instance per process, not thread-safe."""
+
+    def __init__(self, queue_dir: Path, producer: str, segment_max_bytes: int) -> None:
+        self._dir = queue_dir
+        self._producer = producer
+        self._segment_max_bytes = segment_max_bytes
+        self._fd = -1
+        self._size = 0
+        self._seq = 0
+
+    def open(self) -> None:
+        """Start a fresh segment after the producer's newest one."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        existing = _segments(self._dir).get(self._producer, [])
+        self._roll(existing[-1] + 1 if existing else 1)
+
+    def _roll(self, seq: int) -> None:
+        path = self._dir / _segment_name(self._producer, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._seq, self._size = fd, seq, 0
+
+    def put(self, record: bytes) -> None:
+        """Append one record (no newline inside); returns once it is durable against SIGKILL.
+
+        Raises:
+            QueueFull: the write failed or was short; the journal is left as it was.
+        """
+        if self._fd < 0:
+            self.open()
+        line = record + b"\n"
+        try:
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            raise QueueFull(
+                f"journal write failed: {os.strerror(exc.errno or errno.EIO)}"
+            ) from None
+        if written != len(line):
+            # A short write (disk full) would glue this torn record to the next one: undo it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise QueueFull("journal write was short (disk full?)")
+        self._size += written
+        if self._size >= self._segment_max_bytes:
+            # On failure keep appending to the current segment; the next put tries again.
+            with contextlib.suppress(OSError):
+                self._roll(self._seq + 1)
+
+    def close(self) -> None:
+        """Close the current segment."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(order=True, frozen=True)
+class Position:
+    """A place in a producer's journal: a segment and a byte offset in it."""
+
+    seq: int
+    offset: int
+
+
+@dataclass
+class _Source:
+    """One producer's journal as its consumer sees it."""
+
+    producer: str
+    lock_fd: int
+    read_pos: Position
+    committed: Position
+    fd: int = -1
+    buffer: bytes = b""
+    in_flight: set[Position] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Item:
+    """A record handed to a consumer, with what it takes to acknowledge it."""
+
+    producer: str
+    start: Position
+    body: bytes
+
+
+class QueueConsumer:
+    """Reads the journals of every producer whose lock it holds; ``done`` marks items settled.
+
+    Thread-safe: worker threads call ``done`` while one thread calls ``read``.
+    """
+
+    def __init__(self, queue_dir: Path) -> None:
+        self._dir = queue_dir
+        self._sources: dict[str, _Source] = {}
+        self._lock = threading.Lock()
+
+    def claim(self) -> list[str]:
+        """Take the lock of every producer no other consumer holds; returns the producers held."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        for producer in _segments(self._dir):
+            if producer in self._sources:
+                continue
+            lock_fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                continue
+            committed = self._read_offset(producer)
+            with self._lock:
+                self._sources[producer] = _Source(producer, lock_fd, committed, committed)
+        return sorted(self._sources)
+
+    def _read_offset(self, producer: str) -> Position:
+        try:
+            seq_text, offset_text = (self._dir / f"{producer}.offset").read_text().split()
+            return Position(int(seq_text), int(offset_text))
+        except (FileNotFoundError, ValueError):
+            return Position(0, 0)
+
+    def read(self, max_items: int) -> list[Item]:
+        """Up to ``max_items`` new records across the held journals, oldest first per producer."""
+        items: list[Item] = []
+        segments = None
+        for source in list(self._sources.values()):
+            while len(items) < max_items:
+                if source.fd < 0:
+                    segments = segments if segments is not None else _segments(self._dir)
+                    if not self._open_next(source, segments.get(source.producer, [])):
+                        break
+                got = self._read_lines(source, max_items - len(items), items)
+                if got:
+                    continue
+                segments = _segments(self._dir)
+                newer = [s for s in segments.get(source.producer, []) if s > source.read_pos.seq]
+                if not newer:
+                    break
+                # A newer segment exists, so this one is complete: drain it once more, move on.
+                if self._read_lines(source, max_items - len(items), items):
+                    continue
+                os.close(source.fd)
+                source.fd, source.buffer = -1, b""
+                source.read_pos = Position(newer[0], 0)
+        return items
+
+    def _open_next(self, source: _Source, seqs: list[int]) -> bool:
+        candidates = [s for s in seqs if s >= source.read_pos.seq]
+        if not candidates:
+            return False
+        seq = candidates[0]
+        offset = source.read_pos.offset if seq == source.read_pos.seq else 0
+        source.fd = os.open(self._dir / _segment_name(source.producer, seq), os.O_RDONLY)
+        source.read_pos = Position(seq, offset)
+        source.buffer = b""
+        return True
+
+    def _read_lines(self, source: _Source, limit: int, out: list[Item]) -> int:
+        chunk = os.pread(source.fd, _READ_CHUNK_BYTES, source.read_pos.offset + len(source.buffer))
+        data = source.buffer + chunk
+        count = 0
+        start = 0
+        offset = source.read_pos.offset
+        while count < limit:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            item_start = Position(source.read_pos.seq, offset + start)
+            with self._lock:
+                source.in_flight.add(item_start)
+            out.append(Item(source.producer, item_start, data[start:end]))
+            start = end + 1
+            count += 1
+        source.read_pos = Position(source.read_pos.seq, offset + start)
+        source.buffer = data[start:]
+        return count
+
+    def done(self, item: Item) -> None:
+        """Mark ``item`` settled; its position may be committed once all before it are."""
+        with self._lock:
+            source = self._sources.get(item.producer)
+            if source is not None:
+                source.in_flight.discard(item.start)
+
+    def commit(self) -> None:
+        """Persist, per producer, the position before which every item is settled."""
+        for source in list(self._sources.values()):
+            with self._lock:
+                target = min(source.in_flight) if source.in_flight else source.read_pos
+            if target <= source.committed:
+                continue
+            tmp = self._dir / f"{source.producer}.offset.tmp"
+            tmp.write_text(f"{target.seq} {target.offset}\n")
+            os.replace(tmp, self._dir / f"{source.producer}.offset")
+            source.committed = target
+            self._delete_before(source.producer, target.seq)
+
+    def _delete_before(self, producer: str, seq: int) -> None:
+        for old in _segments(self._dir).get(producer, []):
+            if old >= seq:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._dir / _segment_name(producer, old))
+
+    def in_flight(self) -> int:
+        """Items read but not yet settled."""
+        with self._lock:
+            return sum(len(source.in_flight) for source in self._sources.values())
+
+    def backlog_bytes(self) -> int:
+        """Bytes written by the held producers and not read yet."""
+        total = 0
+        segments = _segments(self._dir)
+        for source in list(self._sources.values()):
+            for seq in segments.get(source.producer, []):
+                if seq < source.read_pos.seq:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    size = os.stat(self._dir / _segment_name(source.producer, seq)).st_size
+                    total += size - (source.read_pos.offset if seq == source.read_pos.seq else 0)
+        return total
+
+    def close(self) -> None:
+        """Commit what is settled and release every lock."""
+        self.commit()
+        for source in self._sources.values():
+            if source.fd >= 0:
+                os.close(source.fd)
+            os.close(source.lock_fd)
+        self._sources.clear()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._sources))

@@ -1,0 +1,202 @@
+"""Fork one instance's processes and keep them running.
+
+The supervisor loads everything (config, manifest, function modules) before it forks, so a
+child starts in milliseconds and shares the imported code's memory; it opens no connection and
+starts no thread, so forking stays safe. A child that dies is started again after a backoff
+that doubles with each quick death and resets once the child has run a while. Children get
+SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no orphan
+bound to the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.config import Config
+from runtime.logs import setup_logging
+from runtime.manifest import Manifest
+from runtime.metrics import forget_instance, forget_process
+
+_log = logging.getLogger("runtime.supervisor")
+_BACKOFF_INITIAL_S = 0.1
+_BACKOFF_MAX_S = 10.0
+_STABLE_AFTER_S = 30.0
+_STOP_TIMEOUT_S = 15.0
+_REAP_INTERVAL_S = 0.05
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Child:
+    """One supervised process: what it runs and how it has fared."""
+
+    name: str
+    target: Callable[[threading.Event], None]
+    stop_signal: int = signal.SIGTERM
+    pid: int = 0
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float = 0.0
+
+
+def children_for(config: Config, manifest: Manifest) -> list[Child]:
+    """The processes of one instance: the HTTP server, then each worker process."""
+    from runtime.app import create_app
+    from runtime.deps import Deps
+    from runtime.server import serve
+    from runtime.workers import BackgroundRunner, run_schedule
+
+    def http(stop: threading.Event) -> None:
+        del stop  # bjoern stops on SIGINT by itself
+        deps = Deps(config)
+        serve(create_app(manifest, deps), config.bind, config.server.socket_mode)
+
+    children = [Child("http", http, stop_signal=signal.SIGINT)]
+    for spec in manifest.of_kind("background"):
+        for index in range(spec.processes):
+
+            def background(stop: threading.Event, spec=spec) -> None:
+                BackgroundRunner(spec, Deps(config), stop).run()
+
+            children.append(Child(f"{spec.name}-{index}", background))
+    for spec in manifest.of_kind("schedule"):
+
+        def schedule(stop: threading.Event, spec=spec) -> None:
+            run_schedule(spec, Deps(config), stop)
+
+        children.append(Child(spec.name, schedule))
+    return children
+
+
+class Supervisor:
+    """Starts the children, restarts the ones that die, stops them all on SIGTERM or SIGINT."""
+
+    def __init__(self, config: Config, children: list[Child]) -> None:
+        self._config = config
+        self._children = children
+        self._stopping = False
+        self._metrics_dir = Path(config.metrics_dir)
+
+    def run(self) -> int:
+        """Supervise until asked to stop; returns the exit code."""
+        signal.signal(signal.SIGTERM, self._ask_stop)
+        signal.signal(signal.SIGINT, self._ask_stop)
+        forget_instance(self._metrics_dir, self._config.instance)
+        for child in self._children:
+            self._spawn(child)
+        while not self._stopping:
+            self._reap()
+            now = time.monotonic()
+            for child in self._children:
+                if child.pid == 0 and now >= child.restart_at:
+                    self._spawn(child)
+            time.sleep(_REAP_INTERVAL_S)
+        self._stop_all()
+        return 0
+
+    def _ask_stop(self, signum: int, frame: object) -> None:
+        del frame
+        _log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        self._stopping = True
+
+    def _spawn(self, child: Child) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _child_main(self._config, child)  # never returns
+        child.pid, child.started_at = pid, time.monotonic()
+        _log.info("started", extra={"child": child.name, "child_pid": pid})
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = next((c for c in self._children if c.pid == pid), None)
+            if child is None:
+                continue
+            forget_process(self._metrics_dir, self._config.instance, pid)
+            ran_s = time.monotonic() - child.started_at
+            child.quick_deaths = 0 if ran_s >= _STABLE_AFTER_S else child.quick_deaths + 1
+            delay_s = min(_BACKOFF_INITIAL_S * 2 ** max(child.quick_deaths - 1, 0), _BACKOFF_MAX_S)
+            if child.quick_deaths == 0:
+                delay_s = 0.0
+            child.pid, child.restart_at = 0, time.monotonic() + delay_s
+            if not self._stopping:
+                _log.warning(
+                    "child died; restarting",
+                    extra={
+                        "child": child.name,
+                        "child_pid": pid,
+                        "status": _describe(status),
+                        "ran_s": round(ran_s, 3),
+                        "restart_in_s": delay_s,
+                    },
+                )
+
+    def _stop_all(self) -> None:
+        for child in self._children:
+            if child.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, child.stop_signal)
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        while any(c.pid for c in self._children) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(_REAP_INTERVAL_S)
+        for child in self._children:
+            if child.pid:
+                _log.warning("child did not stop; killing", extra={"child": child.name})
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child.pid, 0)
+                child.pid = 0
+        _log.info("stopped")
+
+
+def _child_main(config: Config, child: Child) -> None:
+    code = 0
+    try:
+        _die_with_parent()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        if child.stop_signal == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        setup_logging(config.logging.level, f"{config.instance}/{child.name}")
+        child.target(stop)
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        logging.getLogger("runtime.supervisor").exception(
+            "child crashed", extra={"child": child.name}
+        )
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,160 @@
+"""Run background (queue) and scheduled functions, each in its own process.
+
+A background function's ``handle(item)`` is called from a pool of ``concurrency`` threads, so
+hundreds of items can wait on the network at once; the runner reads the queue only as fast as
+threads free up, which leaves the backlog in the durable journal rather than in memory. An item
+is acknowledged only when ``handle`` returns; if it raises, the item is handed to it again after
+a backoff, so a bug or an outage never drops a payment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue as queue_module
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runtime.deps import Deps, FunctionContext
+from runtime.manifest import FunctionSpec
+from runtime.queue import Item, QueueConsumer
+
+_log = logging.getLogger("runtime.workers")
+_CLAIM_INTERVAL_S = 1.0
+_GAUGE_INTERVAL_S = 1.0
+_THREAD_STACK_BYTES = 256 * 1024
+_RETRY_INITIAL_S = 0.05
+_RETRY_MAX_S = 5.0
+_DRAIN_TIMEOUT_S = 10.0
+
+
+class BackgroundRunner:
+    """Feeds one background function from its queue with up to ``concurrency`` items in flight."""
+
+    def __init__(self, spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
+        assert spec.queue is not None
+        self._spec = spec
+        self._deps = deps
+        self._stop = stop
+        self._queue_name = spec.queue
+        self._handler = spec.handler(
+            FunctionContext(spec.name, deps, dict(spec.settings), spec.queue)
+        )
+        self._consumer: QueueConsumer = deps.consumer(spec.queue)
+        self._work: queue_module.Queue[tuple[Item, int] | None] = queue_module.Queue()
+        self._slots = threading.Semaphore(spec.concurrency)
+        self._threads: list[threading.Thread] = []
+
+    def run(self) -> None:
+        """Consume until ``stop`` is set, then let in-flight items finish (bounded) and commit."""
+        threading.stack_size(_THREAD_STACK_BYTES)
+        for index in range(self._spec.concurrency):
+            thread = threading.Thread(
+                target=self._work_loop, name=f"{self._spec.name}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        start = getattr(self._handler, "start", None)
+        if callable(start):
+            start()
+        queue_cfg = self._deps.config.queue
+        poll_s = queue_cfg.poll_interval_ms / 1000
+        commit_s = queue_cfg.commit_interval_ms / 1000
+        next_claim = next_commit = next_gauge = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_claim:
+                    self._consumer.claim()
+                    next_claim = now + _CLAIM_INTERVAL_S
+                got = self._feed()
+                if now >= next_commit:
+                    self._consumer.commit()
+                    next_commit = now + commit_s
+                if now >= next_gauge:
+                    self._publish_gauges()
+                    next_gauge = now + _GAUGE_INTERVAL_S
+                if not got:
+                    self._stop.wait(poll_s)
+        finally:
+            self._drain()
+
+    def _feed(self) -> int:
+        """Read as many items as there are free slots and hand them to the threads."""
+        taken = 0
+        while self._slots.acquire(blocking=False):
+            taken += 1
+        if not taken:
+            return 0
+        items = self._consumer.read(taken)
+        for item in items:
+            self._work.put((item, 0))
+        for _ in range(taken - len(items)):
+            self._slots.release()
+        return len(items)
+
+    def _work_loop(self) -> None:
+        while True:
+            entry = self._work.get()
+            if entry is None:
+                return
+            item, failures = entry
+            try:
+                self._handler.handle(json.loads(item.body))
+            except Exception:
+                failures += 1
+                delay_s = min(_RETRY_INITIAL_S * 2**failures, _RETRY_MAX_S)
+                _log.exception(
+                    "background function failed; the item will be retried",
+                    extra={
+                        "function": self._spec.name,
+                        "failures": failures,
+                        "retry_in_s": delay_s,
+                    },
+                )
+                if self._stop.wait(delay_s):
+                    self._slots.release()  # not acknowledged: redelivered after a restart
+                    continue
+                self._work.put((item, failures))
+                continue
+            self._consumer.done(item)
+            self._slots.release()
+
+    def _publish_gauges(self) -> None:
+        metrics = self._deps.metrics
+        metrics.queue_depth.labels(self._queue_name).set(self._consumer.backlog_bytes())
+        metrics.in_flight.labels(self._queue_name).set(self._consumer.in_flight())
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while self._consumer.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop = getattr(self._handler, "stop", None)
+        if callable(stop):
+            stop()
+        for _ in self._threads:
+            self._work.put(None)
+        self._consumer.close()
+
+
+def run_schedule(spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
+    """Call the function's ``run`` every ``every_s`` seconds until ``stop`` is set."""
+    handler = spec.handler(FunctionContext(spec.name, deps, dict(spec.settings)))
+    _every(spec.every_s, stop, handler.run, spec.name)
+
+
+def _every(period_s: float, stop: threading.Event, action: Callable[[], Any], name: str) -> None:
+    next_run = time.monotonic()
+    while not stop.is_set():
+        try:
+            action()
+        except Exception:
+            _log.exception("scheduled function failed", extra={"function": name})
+        next_run += period_s
+        delay = next_run - time.monotonic()
+        if delay < 0:  # fell behind (a slow run): skip the missed ticks instead of bursting
+            next_run = time.monotonic()
+            delay = 0
+        stop.wait(delay)
