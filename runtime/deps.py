@@ -7,6 +7,7 @@ use, in the process that uses it (after the supervisor forked it), and shared fr
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ class FunctionContext:
     deps: Deps
     settings: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set when the runtime stops the function's process: long waits should end early."""
 
     @property
     def config(self) -> Config:

@@ -104,6 +104,9 @@ class BackgroundRunner:
             try:
                 self._handler.handle(json.loads(item.body))
             except Exception:
+                if self._stop.is_set():  # shutting down: leave the item for the next run
+                    self._slots.release()
+                    continue
                 failures += 1
                 delay_s = min(_RETRY_INITIAL_S * 2**failures, _RETRY_MAX_S)
                 _log.exception(
@@ -131,6 +134,7 @@ class BackgroundRunner:
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while self._consumer.in_flight() and time.monotonic() < deadline:
             time.sleep(0.05)
+        self._consumer.commit()
         stop = getattr(self._handler, "stop", None)
         if callable(stop):
             stop()
@@ -141,7 +145,7 @@ class BackgroundRunner:
 
 def run_schedule(spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
     """Call the function's ``run`` every ``every_s`` seconds until ``stop`` is set."""
-    handler = spec.handler(FunctionContext(spec.name, deps, dict(spec.settings)))
+    handler = spec.handler(FunctionContext(spec.name, deps, dict(spec.settings), stopping=stop))
     _every(spec.every_s, stop, handler.run, spec.name)
 
 

@@ -1,0 +1,48 @@
+"""Health poller (schedule): reads each processor's service-health for the whole deployment.
+
+Every instance runs it every second, but only the caller that wins the shared turn in
+Memcached reads, at most once per ``router.health_min_interval_s`` (the processors allow one
+call per 5 s and answer 429 beyond), and publishes what it read for every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from payments.processors import ProcessorError
+from payments.wiring import processor_clients, shared_state
+from runtime.deps import FunctionContext
+
+_log = logging.getLogger("functions.health_poller")
+
+
+class HealthPoller:
+    """One read of each processor per turn; failures are counted, never fatal."""
+
+    def __init__(self, context: FunctionContext) -> None:
+        self._deps = context.deps
+        self._clients = processor_clients(context.deps, pool_size=2)
+        self._shared = shared_state(context.deps)
+        self._min_interval_s = context.config.router.health_min_interval_s
+
+    def run(self) -> None:
+        if not self._shared.take_health_turn(self._min_interval_s):
+            return
+        for name, client in self._clients.items():
+            try:
+                health = client.service_health()
+            except ProcessorError as exc:
+                self._deps.metrics.health_check_failures.labels(name).inc()
+                _log.warning(
+                    "service-health read failed", extra={"processor": name, "error": str(exc)}
+                )
+                continue
+            self._shared.record_health(name, health)
+            _log.debug(
+                "service-health",
+                extra={
+                    "processor": name,
+                    "failing": health.failing,
+                    "min_response_ms": health.min_response_ms,
+                },
+            )

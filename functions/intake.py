@@ -1,0 +1,52 @@
+"""``POST /payments``: validate, append to the durable queue, answer 202. Nothing slow here.
+
+A repeated correlationId is accepted again (202) and never charged twice: the forwarder's
+claim in PostgreSQL lets only the first one through.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from payments.validation import PaymentRejected, parse_payment
+from runtime.deps import FunctionContext
+from runtime.queue import QueueFull
+
+
+class Intake:
+    """The only thing between a client and the queue: one parse, one ``write``."""
+
+    def __init__(self, context: FunctionContext) -> None:
+        if context.queue is None:
+            raise ValueError(f"function '{context.name}' needs 'queue' in functions.yaml")
+        self._producer = context.deps.producer(context.queue)
+        self._clock = context.deps.clock
+        self._max_amount = context.config.limits.max_amount
+        self._metrics = context.deps.metrics
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not req.content_type or not req.content_type.startswith(falcon.MEDIA_JSON):
+            self._metrics.rejected.labels("content_type").inc()
+            raise falcon.HTTPUnsupportedMediaType(
+                title="unsupported_media_type", description="send the body as application/json"
+            )
+        try:
+            payment = parse_payment(req.bounded_stream.read(), self._max_amount)
+        except PaymentRejected as exc:
+            self._metrics.rejected.labels(exc.code).inc()
+            status = falcon.HTTP_400 if exc.code == "invalid_json" else falcon.HTTP_422
+            raise falcon.HTTPError(status, title=exc.code, description=exc.detail) from None
+        record = (
+            f'{{"id":"{payment.correlation_id}","amount":"{payment.amount}",'
+            f'"t":{self._clock.now():.6f}}}'
+        ).encode()
+        try:
+            self._producer.put(record)
+        except QueueFull:
+            self._metrics.rejected.labels("queue_full").inc()
+            raise falcon.HTTPServiceUnavailable(
+                title="queue_unavailable",
+                description="the payment could not be stored; nothing was accepted, retry later",
+            ) from None
+        self._metrics.accepted.inc()
+        resp.status = falcon.HTTP_202

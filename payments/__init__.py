@@ -1,0 +1,1 @@
+"""The payment domain the functions share: validation, routing, delivery, storage."""

@@ -1,0 +1,243 @@
+"""Deliver one payment to exactly one processor, exactly once.
+
+The danger: a processor sleeps its delay *before* it stores a payment, and our timeout does not
+cancel that. An attempt that timed out may still be stored seconds later; sending the payment
+elsewhere meanwhile would charge it twice. So an attempt whose fate is unknown *pins* the
+payment to that processor, where a repeat is harmless (the processor answers 422 for an id it
+holds).
+
+States and transitions (``Outcome`` is what an attempt says about the processor's store)::
+
+    NEW ── claim row in PostgreSQL (pending, processor P, requestedAt r) ──► SENDING(P)
+        ├─ row already processed ─────────────────────────────────────────► DONE (repeat)
+        ├─ row accepted before the last purge ────────────────────────────► DONE (dropped)
+        └─ row pending at P (we crashed mid-attempt, or a repeat is live) ► PINNED(P)
+
+    SENDING(P) ── POST ── STORED (200) ────────── record processed(P, r) ─► DONE
+                      ├── ALREADY_STORED (422) ── GET P ── found ─ record ─► DONE
+                      │                                 └─ absent ────────► PINNED(P)
+                      ├── NOT_STORED (5xx, 429, refused), not pinned ─────► ROUTING
+                      ├── NOT_STORED, pinned ─────────────────────────────► PINNED(P)
+                      └── UNCERTAIN (timeout, connection lost) ───────────► PINNED(P)
+
+    PINNED(P) ── backoff, GET P ── found ── record what P holds ──────────► DONE
+                               ├── absent, last uncertain attempt older
+                               │   than forwarder.unpin_after_s ──────────► ROUTING
+                               ├── absent ── note attempt, new r ─────────► SENDING(P)
+                               └── no answer ─────────────────────────────► PINNED(P)
+
+    ROUTING ── router picks P' (waits while none is usable) ── note attempt
+               (P', new r) in PostgreSQL before sending ──────────────────► SENDING(P')
+
+The attempt is written to PostgreSQL *before* each POST, so a forwarder killed mid-attempt
+comes back (the queue redelivers the item) pinned to the right processor. A payment is recorded
+``processed`` only after its processor holds it, with the ``requestedAt`` the processor holds,
+so our summary never counts what the processors do not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from payments.isotime import format_ms, from_epoch_ms, parse
+from payments.processors import AttemptResult, Outcome, ProcessorClient, ProcessorError
+from payments.router import LatencyTracker, Route, Router
+from payments.shared_state import SharedState
+from payments.store import BatchWriter, ClaimState
+from runtime.config import ForwarderConfig
+from runtime.deps import Clock
+
+_log = logging.getLogger("payments.delivery")
+
+
+class Stopping(Exception):
+    """The worker is shutting down; the item stays in the queue and is delivered later."""
+
+
+@dataclass
+class _Attempts:
+    """One payment's delivery so far."""
+
+    correlation_id: str
+    amount: Decimal
+    intake_s: float
+    pinned_to: str | None = None
+    last_uncertain_s: float = 0.0
+    attempts: int = 0
+    waits: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Delivery:
+    """Runs the state machine above for one payment at a time per calling thread."""
+
+    def __init__(
+        self,
+        *,
+        processors: dict[str, ProcessorClient],
+        router: Router,
+        latency: LatencyTracker,
+        shared: SharedState,
+        writer: BatchWriter,
+        clock: Clock,
+        config: ForwarderConfig,
+        metrics: Any,
+        stopping: threading.Event,
+    ) -> None:
+        self._processors = processors
+        self._router = router
+        self._latency = latency
+        self._shared = shared
+        self._writer = writer
+        self._clock = clock
+        self._config = config
+        self._metrics = metrics
+        self._stopping = stopping
+
+    def deliver(self, correlation_id: str, amount: Decimal, intake_s: float) -> str:
+        """Take the payment to its end state; returns how it ended (for the log)."""
+        state = _Attempts(correlation_id, amount, intake_s)
+        route = self._route(state)
+        requested_ms = self._stamp()
+        claim = self._writer.claim(
+            correlation_id,
+            amount,
+            route.processor,
+            from_epoch_ms(requested_ms),
+            from_epoch_ms(int(intake_s * 1000)),
+        )
+        if claim.state is ClaimState.PROCESSED:
+            return "repeat"
+        if claim.state is ClaimState.PURGED:
+            return "purged"
+        if claim.state is ClaimState.PENDING:
+            # Its last attempt may still land at that processor: only it may be asked.
+            assert claim.processor is not None
+            state.amount = Decimal(claim.amount) if claim.amount is not None else amount
+            state.pinned_to = claim.processor
+            state.last_uncertain_s = claim.attempted_at or self._clock.now()
+            return self._run(state, None, 0)
+        return self._run(state, route, requested_ms)
+
+    def _run(self, state: _Attempts, route: Route | None, requested_ms: int) -> str:
+        """The loop of SENDING, PINNED and ROUTING until the payment is DONE."""
+        while True:
+            if route is None:
+                route = self._next_route(state)
+                if isinstance(route, str):
+                    return route
+                requested_ms = self._stamp()
+                self._writer.record_attempt(
+                    state.correlation_id, route.processor, from_epoch_ms(requested_ms)
+                )
+            processor = route.processor
+            result = self._attempt(state, route, requested_ms)
+            route = None
+            if result.outcome is Outcome.STORED:
+                self._writer.record_processed(
+                    state.correlation_id, state.amount, processor, from_epoch_ms(requested_ms)
+                )
+                return f"processed:{processor}"
+            if result.outcome is Outcome.ALREADY_STORED:
+                held = self._lookup(state, processor)
+                if held is not None:
+                    return held
+                state.pinned_to, state.last_uncertain_s = processor, self._clock.now()
+            elif result.outcome is Outcome.UNCERTAIN:
+                state.pinned_to, state.last_uncertain_s = processor, requested_ms / 1000
+            # NOT_STORED: a pinned payment stays pinned; a free one is routed again.
+
+    def _next_route(self, state: _Attempts) -> Route | str:
+        """PINNED or ROUTING: where the next attempt goes, or how the payment ended."""
+        self._pause(state)
+        processor = state.pinned_to
+        if processor is None:
+            return self._route(state)
+        held = self._lookup(state, processor)
+        if held is not None:
+            return held
+        if self._clock.now() - state.last_uncertain_s < self._config.unpin_after_s:
+            return Route(processor)
+        _log.info(
+            "unpinned", extra={"correlation_id": state.correlation_id, "processor": processor}
+        )
+        state.pinned_to = None
+        return self._route(state)
+
+    def _lookup(self, state: _Attempts, processor: str) -> str | None:
+        """GET the payment on ``processor`` until it answers; record it if found."""
+        while True:
+            try:
+                held = self._processors[processor].get_payment(state.correlation_id)
+            except ProcessorError as exc:
+                state.history.append(f"lookup:{processor}:error")
+                _log.debug("lookup failed", extra={"error": str(exc)})
+                self._pause(state)
+                continue
+            if held is None:
+                state.history.append(f"lookup:{processor}:absent")
+                return None
+            requested_at: datetime = parse(held.requested_at)
+            self._writer.record_processed(
+                state.correlation_id, held.amount, processor, requested_at
+            )
+            return f"processed:{processor}:confirmed"
+
+    def _attempt(self, state: _Attempts, route: Route, requested_ms: int) -> AttemptResult:
+        processor = route.processor
+        client = self._processors[processor]
+        metrics = self._metrics
+        state.attempts += 1
+        metrics.active_connections.inc()
+        try:
+            result = client.post_payment(
+                state.correlation_id, state.amount, format_ms(requested_ms / 1000)
+            )
+        finally:
+            metrics.active_connections.dec()
+        metrics.payment_requests.labels(processor, result.outcome.value).inc()
+        metrics.payment_duration.labels(processor).observe(result.duration_s)
+        state.history.append(f"{processor}:{result.status or result.outcome.value}")
+        self._latency.observe(processor, result.duration_s)
+        view = self._shared.snapshot().get(processor)
+        if result.outcome in (Outcome.STORED, Outcome.ALREADY_STORED):
+            if view is not None:
+                self._shared.record_success(processor, view)
+        elif result.status != 429:
+            self._shared.record_failure(processor, view if route.probe else None)
+        return result
+
+    def _route(self, state: _Attempts) -> Route:
+        """ROUTING: wait until the router names a processor."""
+        while True:
+            waited_s = self._clock.now() - state.intake_s
+            route = self._router.choose(
+                self._shared.snapshot(),
+                waited_s,
+                self._may_probe,
+            )
+            if route is not None:
+                return route
+            self._pause(state)
+
+    def _may_probe(self, processor: str) -> bool:
+        return self._shared.try_probe(processor, self._config.request_timeout_s)
+
+    def _pause(self, state: _Attempts) -> None:
+        """Back off, longer each time this payment has to wait; wake at once when stopping."""
+        state.waits += 1
+        delay_ms = min(
+            self._config.retry_initial_ms * 2 ** min(state.waits - 1, 10),
+            self._config.retry_max_ms,
+        )
+        if self._stopping.wait(delay_ms / 1000):
+            raise Stopping(state.correlation_id)
+
+    def _stamp(self) -> int:
+        """Now, in whole milliseconds: the ``requestedAt`` of the attempt about to be sent."""
+        return int(self._clock.now() * 1000)

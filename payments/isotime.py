@@ -1,0 +1,38 @@
+"""ISO-8601 UTC timestamps as the processors write and read them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BadTimestamp(ValueError):
+    """Text that is not an ISO-8601 timestamp."""
+
+
+def format_ms(epoch_s: float) -> str:
+    """``2025-07-10T12:34:56.789Z``: UTC, milliseconds, as the processors store it."""
+    millis = int(epoch_s * 1000)
+    moment = datetime.fromtimestamp(millis // 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis % 1000:03d}Z"
+
+
+def from_epoch_ms(epoch_ms: int) -> datetime:
+    """An aware UTC datetime exactly ``epoch_ms`` after the epoch (no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def parse(text: str) -> datetime:
+    """An aware UTC datetime from ISO-8601 text; a time without offset is taken as UTC.
+
+    Raises:
+        BadTimestamp: ``text`` is not ISO-8601.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except (ValueError, AttributeError):
+        raise BadTimestamp(f"{text!r} is not an ISO-8601 timestamp") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -1,0 +1,276 @@
+"""Payments in PostgreSQL: batched writes for the forwarder, reads for the summary.
+
+The forwarder's threads never talk to PostgreSQL themselves: they hand an operation to the
+``BatchWriter`` and wait for its result. The writer takes everything queued, runs one statement
+per kind of operation (``unnest`` over arrays, so a batch of 500 costs one round trip), and
+answers each caller. While PostgreSQL is away it keeps the batch and retries: callers wait,
+nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from runtime.db import Database, DatabaseUnavailable
+
+_log = logging.getLogger("payments.store")
+_RETRY_INITIAL_S = 0.05
+_RETRY_MAX_S = 2.0
+
+_CLAIM_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]),
+                         CAST(:processors AS text[]), CAST(:requested AS timestamptz[]),
+                         CAST(:intake AS timestamptz[]))
+        AS v(id, amount, processor, requested_at, intake_at)
+), purge AS (
+    SELECT coalesce((SELECT purged_at FROM purges), '-infinity'::timestamptz) AS purged_at
+), ins AS (
+    INSERT INTO payments (correlation_id, amount, status, processor, requested_at, attempted_at)
+    SELECT v.id, v.amount, 'pending', v.processor, v.requested_at, now()
+    FROM v, purge WHERE v.intake_at > purge.purged_at
+    ON CONFLICT (correlation_id) DO NOTHING
+    RETURNING correlation_id
+)
+SELECT v.id::text, ins.correlation_id IS NOT NULL, v.intake_at <= purge.purged_at,
+       existing.status, existing.processor, existing.amount,
+       extract(epoch FROM existing.requested_at)::float8,
+       extract(epoch FROM existing.attempted_at)::float8
+FROM v CROSS JOIN purge
+LEFT JOIN ins ON ins.correlation_id = v.id
+LEFT JOIN payments existing ON existing.correlation_id = v.id
+"""
+
+_ATTEMPT_SQL = """
+UPDATE payments SET processor = v.processor, requested_at = v.requested_at,
+                    attempted_at = now(), updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:processors AS text[]), CAST(:requested AS timestamptz[]))
+    AS v(id, processor, requested_at)
+WHERE payments.correlation_id = v.id AND payments.status = 'pending'
+"""
+
+_PROCESSED_SQL = """
+INSERT INTO payments (correlation_id, amount, status, processor, requested_at, attempted_at)
+SELECT v.id, v.amount, 'processed', v.processor, v.requested_at, now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]), CAST(:processors AS text[]),
+            CAST(:requested AS timestamptz[])) AS v(id, amount, processor, requested_at)
+ON CONFLICT (correlation_id) DO UPDATE
+SET status = 'processed', amount = excluded.amount, processor = excluded.processor,
+    requested_at = excluded.requested_at, updated_at = now()
+"""
+
+
+class ClaimState(enum.Enum):
+    """What a claim found."""
+
+    CLAIMED = "claimed"
+    """New: the row is ours, pending, with this attempt's processor and requestedAt."""
+    PROCESSED = "processed"
+    """A payment with this id is already recorded: nothing to do."""
+    PENDING = "pending"
+    """Claimed earlier (a redelivery after a crash, or a repeat): resume from its attempt."""
+    PURGED = "purged"
+    """Accepted before the last purge: dropped."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim's answer; for ``PENDING``, the attempt recorded last."""
+
+    state: ClaimState
+    processor: str | None = None
+    amount: Decimal | None = None
+    requested_at: float | None = None
+    attempted_at: float | None = None
+
+
+class _Kind(enum.Enum):
+    CLAIM = 1
+    ATTEMPT = 2
+    PROCESSED = 3
+
+
+class BatchWriter:
+    """Runs queued operations in batches on its own connection, in its own thread."""
+
+    def __init__(self, database: Database, batch_max: int) -> None:
+        self._db = database
+        self._batch_max = batch_max
+        self._ops: queue.SimpleQueue[tuple[_Kind, tuple, Future] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="batch-writer", daemon=True)
+        self._started = False
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        self._stop.set()
+        self._ops.put(None)
+        if self._started:
+            self._thread.join(timeout=10)
+
+    def claim(
+        self,
+        correlation_id: str,
+        amount: Decimal,
+        processor: str,
+        requested_at: datetime,
+        intake_at: datetime,
+    ) -> Claim:
+        """Record a new payment as pending at ``processor``, or say what already exists."""
+        return self._submit(
+            _Kind.CLAIM, (correlation_id, amount, processor, requested_at, intake_at)
+        )
+
+    def record_attempt(self, correlation_id: str, processor: str, requested_at: datetime) -> None:
+        """Note, before sending, which processor the next attempt goes to and when."""
+        self._submit(_Kind.ATTEMPT, (correlation_id, processor, requested_at))
+
+    def record_processed(
+        self, correlation_id: str, amount: Decimal, processor: str, requested_at: datetime
+    ) -> None:
+        """Record that ``processor`` holds the payment; returns once committed."""
+        self._submit(_Kind.PROCESSED, (correlation_id, amount, processor, requested_at))
+
+    def _submit(self, kind: _Kind, args: tuple) -> Any:
+        future: Future = Future()
+        self._ops.put((kind, args, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._ops.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._batch_max:
+                try:
+                    op = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    self._ops.put(None)
+                    break
+                batch.append(op)
+            for kind in _Kind:
+                group = [op for op in batch if op[0] is kind]
+                if group:
+                    self._run_group(kind, group)
+
+    def _run_group(self, kind: _Kind, group: list[tuple[_Kind, tuple, Future]]) -> None:
+        delay_s = _RETRY_INITIAL_S
+        while True:
+            try:
+                results = self._execute(kind, [args for _, args, _ in group])
+            except DatabaseUnavailable as exc:
+                _log.warning(
+                    "postgres unavailable; batch kept for retry",
+                    extra={"error": str(exc), "ops": len(group), "retry_in_s": delay_s},
+                )
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RETRY_MAX_S)
+                continue
+            except Exception as exc:
+                for _, _, future in group:
+                    with contextlib.suppress(Exception):
+                        future.set_exception(exc)
+                return
+            for (_, _, future), result in zip(group, results, strict=True):
+                future.set_result(result)
+            return
+
+    def _execute(self, kind: _Kind, rows: list[tuple]) -> list[Any]:
+        if kind is _Kind.CLAIM:
+            return self._claim(rows)
+        if kind is _Kind.ATTEMPT:
+            ids, processors, requested = zip(*rows, strict=True)
+            self._db.run(
+                _ATTEMPT_SQL, ids=list(ids), processors=list(processors), requested=list(requested)
+            )
+            return [None] * len(rows)
+        latest = {row[0]: row for row in rows}  # an upsert may touch a row once per statement
+        ids, amounts, processors, requested = zip(*latest.values(), strict=True)
+        self._db.run(
+            _PROCESSED_SQL,
+            ids=list(ids),
+            amounts=list(amounts),
+            processors=list(processors),
+            requested=list(requested),
+        )
+        return [None] * len(rows)
+
+    def _claim(self, rows: list[tuple]) -> list[Claim]:
+        ids, amounts, processors, requested, intake = zip(*rows, strict=True)
+        found = self._db.run(
+            _CLAIM_SQL,
+            ids=list(ids),
+            amounts=list(amounts),
+            processors=list(processors),
+            requested=list(requested),
+            intake=list(intake),
+        )
+        by_id: dict[str, Claim] = {}
+        for cid, claimed, purged, status, processor, amount, requested_at, attempted_at in found:
+            if claimed:
+                claim = Claim(ClaimState.CLAIMED)
+            elif purged:
+                claim = Claim(ClaimState.PURGED)
+            elif status == "processed":
+                claim = Claim(ClaimState.PROCESSED, processor, amount, requested_at, attempted_at)
+            else:
+                claim = Claim(ClaimState.PENDING, processor, amount, requested_at, attempted_at)
+            by_id.setdefault(cid, claim)
+        return [by_id[row[0]] for row in rows]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """One processor's part of the summary."""
+
+    count: int
+    amount: Decimal
+
+
+def summarize(db: Database, start: datetime | None, end: datetime | None) -> dict[str, Totals]:
+    """Processed payments per processor with ``start <= requested_at <= end`` (bounds optional)."""
+    where = ["status = 'processed'"]
+    params: dict[str, Any] = {}
+    if start is not None:
+        where.append("requested_at >= :start")
+        params["start"] = start
+    if end is not None:
+        where.append("requested_at <= :end")
+        params["end"] = end
+    rows = db.run(
+        "SELECT processor, count(*), coalesce(sum(amount), 0) FROM payments "
+        f"WHERE {' AND '.join(where)} GROUP BY processor",
+        **params,
+    )
+    return {processor: Totals(int(count), Decimal(total)) for processor, count, total in rows}
+
+
+def purge(db: Database) -> None:
+    """Forget every payment; queued items accepted before now are then dropped by their claim.
+
+    One statement, so a reconnect-and-retry can never leave it half done.
+    """
+    db.run(
+        "WITH gone AS (DELETE FROM payments) "
+        "INSERT INTO purges (id, purged_at) VALUES (true, clock_timestamp()) "
+        "ON CONFLICT (id) DO UPDATE SET purged_at = excluded.purged_at"
+    )
