@@ -1,0 +1,35 @@
+# The project's entry points. `make up` and `make test` work on a fresh Debian 12 machine as
+# root: stack/bootstrap.sh installs what is missing first (silent when nothing is).
+PYTHON := .venv/bin/python
+MODE ?= preview
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap up down status test lint bench
+
+bootstrap:
+	@bash stack/bootstrap.sh
+
+## up: start PostgreSQL, Memcached, two instances, Nginx on :9999 and the processor emulators
+up: bootstrap
+	@$(PYTHON) -m stack up
+
+## down: stop everything `make up` started
+down:
+	@$(PYTHON) -m stack down
+
+## status: what runs, and the CPU and memory it used under its limits
+status:
+	@$(PYTHON) -m stack status || true
+
+## test: every test, unit to integration (the integration tests start their own services)
+test: bootstrap
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff's checks and formatting
+lint: bootstrap
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+## bench: the load test against a running stack (MODE=preview or final)
+bench: bootstrap
+	$(PYTHON) -m stack bench $(MODE)

@@ -1,0 +1,129 @@
+"""docker-compose.yml follows the contest's rules and runs what the local stack runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stack import compose, memcached, postgres
+from stack.services import APP_INSTANCES, Layout, app_argv, app_env, plan
+from stack.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+_MAX_CPUS = 1.5
+_MAX_MEMORY_BYTES = 350 * 1024**2
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return compose.load(ROOT / "docker-compose.yml")
+
+
+def test_nginx_publishes_port_9999(spec: dict[str, Any]) -> None:
+    ports = [str(port) for port in spec["services"]["nginx"]["ports"]]
+    assert ports == ["9999:9999"]
+
+
+def test_at_least_two_app_instances_built_from_the_dockerfile(spec: dict[str, Any]) -> None:
+    apps = [name for name in spec["services"] if name.startswith("app")]
+    assert len(apps) >= 2
+    for name in apps:
+        assert spec["services"][name]["build"] == "."
+
+
+def test_networks_are_a_bridge_and_the_external_payment_processor(spec: dict[str, Any]) -> None:
+    assert spec["networks"]["backend"]["driver"] == "bridge"
+    assert spec["networks"]["payment-processor"]["external"] is True
+    for name in APP_INSTANCES:
+        assert set(spec["services"][name]["networks"]) == {"backend", "payment-processor"}
+
+
+def test_no_service_is_privileged_or_replicated(spec: dict[str, Any]) -> None:
+    for name, service in spec["services"].items():
+        assert not service.get("privileged"), name
+        assert "replicas" not in (service.get("deploy") or {}), name
+        assert service.get("network_mode") != "host", name
+
+
+def test_every_service_has_limits_within_the_contest_budget(spec: dict[str, Any]) -> None:
+    limits = compose.service_limits(spec)
+    assert set(limits) == set(spec["services"])
+    assert sum(limit.cpus for limit in limits.values()) <= _MAX_CPUS + 1e-9
+    assert sum(limit.memory_bytes for limit in limits.values()) <= _MAX_MEMORY_BYTES
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert users, "the Dockerfile has no USER line"
+    assert users[-1] not in ("root", "0")
+
+
+def test_app_containers_run_the_local_stacks_command(spec: dict[str, Any]) -> None:
+    local = {service.name: service.argv for service in plan(StackSettings(dir=Path("/s")))}
+    for name in APP_INSTANCES:
+        assert compose.command(spec, name) == app_argv(name)
+        assert local[name][1:] == app_argv(name)[1:]
+
+
+def test_app_containers_get_every_variable_the_local_stack_sets(spec: dict[str, Any]) -> None:
+    local = app_env(Layout(StackSettings(dir=Path("/s"))), "app1")
+    for name in APP_INSTANCES:
+        assert set(spec["services"][name]["environment"]) >= set(local)
+
+
+def test_processor_urls_are_the_contests(spec: dict[str, Any]) -> None:
+    env = spec["services"]["app1"]["environment"]
+    assert env["PAYMENT_PROCESSOR_URL_DEFAULT"] == "http://payment-processor-default:8080"
+    assert env["PAYMENT_PROCESSOR_URL_FALLBACK"] == "http://payment-processor-fallback:8080"
+
+
+def test_postgres_runs_with_the_local_stacks_tuning(spec: dict[str, Any]) -> None:
+    assert compose.command(spec, "postgres") == ["postgres", *postgres.settings_flags()]
+    assert postgres.SETTINGS["synchronous_commit"] == "on"
+
+
+def test_memcached_runs_with_the_local_stacks_flags(spec: dict[str, Any]) -> None:
+    assert compose.command(spec, "memcached") == ["memcached", *memcached.FLAGS]
+
+
+def test_nginx_mounts_the_config_the_local_stack_renders(spec: dict[str, Any]) -> None:
+    volumes = spec["services"]["nginx"]["volumes"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in volumes
+
+
+def test_the_sockets_and_the_queue_are_shared_volumes(spec: dict[str, Any]) -> None:
+    nginx_volumes = {v.split(":")[0] for v in spec["services"]["nginx"]["volumes"]}
+    for name in APP_INSTANCES:
+        volumes = {v.split(":")[0]: v.split(":")[1] for v in spec["services"][name]["volumes"]}
+        assert volumes["sockets"] == "/run/app"
+        assert volumes["queue"] == spec["services"][name]["environment"]["APP__QUEUE__DIR"]
+    assert "sockets" in nginx_volumes
+
+
+def test_a_service_without_limits_is_refused() -> None:
+    broken = yaml.safe_load("services: {app1: {image: x, deploy: {resources: {}}}}")
+    with pytest.raises(compose.ComposeError, match=r"services\.app1\.deploy\.resources\.limits"):
+        compose.service_limits(broken)
+
+
+def _interpolated(environment: dict[str, str]) -> dict[str, str]:
+    """Compose's ``${NAME:-default}`` with no such variable set: the default."""
+    pattern = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")
+    return {key: pattern.sub(r"\1", str(value)) for key, value in environment.items()}
+
+
+@pytest.mark.parametrize("instance", APP_INSTANCES)
+def test_app_containers_environment_is_a_valid_runtime_config(
+    spec: dict[str, Any], instance: str
+) -> None:
+    from runtime.config import load_config
+
+    environment = _interpolated(spec["services"][instance]["environment"])
+    config = load_config(ROOT / "config" / "app.yaml", environ=environment, instance=instance)
+    assert config.bind == f"unix:/run/app/{instance}.sock"
+    assert config.postgres.host == "postgres"
+    assert config.processors["default"].url == "http://payment-processor-default:8080"
