@@ -24,6 +24,8 @@ class HealthPoller:
         self._clients = processor_clients(context.deps, pool_size=2)
         self._shared = shared_state(context.deps)
         self._min_interval_s = context.config.router.health_min_interval_s
+        for name in self._clients:  # a zero per processor, so the series exists from the start
+            context.deps.metrics.health_check_failures.labels(name)
 
     def run(self) -> None:
         if not self._shared.take_health_turn(self._min_interval_s):

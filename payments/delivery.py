@@ -44,7 +44,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from payments.isotime import format_ms, from_epoch_ms, parse
+from payments.isotime import format_epoch_ms, from_epoch_ms, parse
 from payments.processors import AttemptResult, Outcome, ProcessorClient, ProcessorError
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import SharedState
@@ -196,7 +196,7 @@ class Delivery:
         metrics.active_connections.inc()
         try:
             result = client.post_payment(
-                state.correlation_id, state.amount, format_ms(requested_ms / 1000)
+                state.correlation_id, state.amount, format_epoch_ms(requested_ms)
             )
         finally:
             metrics.active_connections.dec()

@@ -13,9 +13,13 @@ class BadTimestamp(ValueError):
 
 def format_ms(epoch_s: float) -> str:
     """``2025-07-10T12:34:56.789Z``: UTC, milliseconds, as the processors store it."""
-    millis = int(epoch_s * 1000)
-    moment = datetime.fromtimestamp(millis // 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis % 1000:03d}Z"
+    return format_epoch_ms(int(epoch_s * 1000))
+
+
+def format_epoch_ms(epoch_ms: int) -> str:
+    """``format_ms`` for a whole number of milliseconds, with no float in between."""
+    moment = datetime.fromtimestamp(epoch_ms // 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
 
 
 def from_epoch_ms(epoch_ms: int) -> datetime:

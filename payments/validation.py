@@ -57,7 +57,7 @@ def parse_payment(body: bytes, max_amount: Decimal) -> Payment:
     if extra:
         raise PaymentRejected("unknown_field", f"'{extra[0]}' is not a field of a payment")
     correlation_id = data["correlationId"]
-    if not isinstance(correlation_id, str) or not _UUID.match(correlation_id):
+    if not isinstance(correlation_id, str) or not _UUID.fullmatch(correlation_id):
         raise PaymentRejected("invalid_correlation_id", "'correlationId' must be a UUID string")
     amount = data["amount"]
     if not isinstance(amount, Decimal):

@@ -110,7 +110,9 @@ class ForwarderConfig:
     retry_max_ms: int = 1000
     unpin_after_s: float = 60.0
     """An uncertain attempt may only go elsewhere once the processor has answered 404 for it
-    this long after the attempt was sent (it stores late payments after its delay)."""
+    this long after the attempt was sent. Processors store a timed-out payment after their
+    delay, so this must exceed the longest delay a processor may apply (the contest's is 5 s):
+    shorter, and a payment can be charged twice."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def load_config(
     for name, value in env.items():
         if name.startswith(ENV_PREFIX):
             keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-            _set_path(raw, keys, _parse_scalar(value), origin=name)
+            _set_path(raw, keys, _EnvText(value), origin=name)
         elif name in _CONTEST_ENV and value:
             _set_path(raw, list(_CONTEST_ENV[name]), value, origin=name)
     if instance:
@@ -258,6 +260,10 @@ def _holds_secret(data: Any) -> bool:
     return False
 
 
+class _EnvText(str):
+    """A value from the environment: text until the schema says which type it must be."""
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
@@ -297,6 +303,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 
 
 def _coerce(kind: Any, value: Any, path: str) -> Any:
+    if isinstance(value, _EnvText):
+        # A secret like "0123" stays text; a number or a flag is parsed as YAML would.
+        value = str(value) if kind is str or kind is Decimal else _parse_scalar(value)
     origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
         return _build(kind, value, path)

@@ -40,12 +40,14 @@ class BackgroundRunner:
         self._stop = stop
         self._queue_name = spec.queue
         self._handler = spec.handler(
-            FunctionContext(spec.name, deps, dict(spec.settings), spec.queue)
+            FunctionContext(spec.name, deps, dict(spec.settings), spec.queue, stopping=stop)
         )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
         self._work: queue_module.Queue[tuple[Item, int] | None] = queue_module.Queue()
         self._slots = threading.Semaphore(spec.concurrency)
         self._threads: list[threading.Thread] = []
+        self._busy = 0  # items inside handle() now; abandoned ones stay unacknowledged
+        self._busy_lock = threading.Lock()
 
     def run(self) -> None:
         """Consume until ``stop`` is set, then let in-flight items finish (bounded) and commit."""
@@ -101,9 +103,12 @@ class BackgroundRunner:
             if entry is None:
                 return
             item, failures = entry
+            with self._busy_lock:
+                self._busy += 1
             try:
                 self._handler.handle(json.loads(item.body))
             except Exception:
+                self._leave()
                 if self._stop.is_set():  # shutting down: leave the item for the next run
                     self._slots.release()
                     continue
@@ -122,8 +127,17 @@ class BackgroundRunner:
                     continue
                 self._work.put((item, failures))
                 continue
+            self._leave()
             self._consumer.done(item)
             self._slots.release()
+
+    def _leave(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+
+    def _handling(self) -> int:
+        with self._busy_lock:
+            return self._busy
 
     def _publish_gauges(self) -> None:
         metrics = self._deps.metrics
@@ -132,7 +146,9 @@ class BackgroundRunner:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        while self._consumer.in_flight() and time.monotonic() < deadline:
+        # Wait for the items being handled; an unacknowledged one waiting for its retry is left
+        # in the journal (uncommitted) for the next run.
+        while self._handling() and time.monotonic() < deadline:
             time.sleep(0.05)
         self._consumer.commit()
         stop = getattr(self._handler, "stop", None)
