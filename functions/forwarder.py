@@ -26,7 +26,7 @@ class Forwarder:
     def __init__(self, context: FunctionContext) -> None:
         deps = context.deps
         config = deps.config
-        concurrency = int(context.settings.get("pool_size", 512))
+        concurrency = int(context.settings.get("pool_size", 256))
         self._clients = processor_clients(deps, concurrency)
         self._writer = BatchWriter(deps.database, config.postgres.batch_max)
         latency = LatencyTracker()

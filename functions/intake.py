@@ -22,6 +22,7 @@ class Intake:
         self._producer = context.deps.producer(context.queue)
         self._clock = context.deps.clock
         self._max_amount = context.config.limits.max_amount
+        self._max_body_bytes = context.config.server.max_body_bytes
         self._metrics = context.deps.metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -31,7 +32,13 @@ class Intake:
                 title="unsupported_media_type", description="send the body as application/json"
             )
         try:
-            payment = parse_payment(req.bounded_stream.read(), self._max_amount)
+            body = req.bounded_stream.read(self._max_body_bytes + 1)
+            if len(body) > self._max_body_bytes:  # a chunked body carries no Content-Length
+                raise falcon.HTTPContentTooLarge(
+                    title="body_too_large",
+                    description=f"the body may be at most {self._max_body_bytes} bytes",
+                )
+            payment = parse_payment(body, self._max_amount)
         except PaymentRejected as exc:
             self._metrics.rejected.labels(exc.code).inc()
             status = falcon.HTTP_400 if exc.code == "invalid_json" else falcon.HTTP_422

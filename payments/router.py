@@ -82,6 +82,8 @@ class Router:
                 return Route(candidates[0])
         for name in self._by_fee:
             view = views.get(name)
+            if name != cheapest and patient:
+                break  # a dearer processor is not even probed before max_wait_s (rule 4)
             if view is not None and view.half_open and not view.failing and may_probe(name):
                 return Route(name, probe=True)
         return None

@@ -65,6 +65,7 @@ class SharedState:
         self._breaker = breaker
         self._cache_s = cache_ms / 1000
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._cached: dict[str, ProcessorView] = {}
         self._cached_at = float("-inf")
         self._warned_at = float("-inf")
@@ -75,6 +76,18 @@ class SharedState:
         with self._lock:
             if now - self._cached_at < self._cache_s:
                 return self._cached
+        # One thread refreshes; the others keep using the last view rather than all asking.
+        if not self._refreshing.acquire(blocking=False):
+            with self._lock:
+                if self._cached:
+                    return self._cached
+            self._refreshing.acquire()
+        try:
+            return self._refresh(now)
+        finally:
+            self._refreshing.release()
+
+    def _refresh(self, now: float) -> dict[str, ProcessorView]:
         keys = []
         for name in self._processors:
             keys += [f"health:{name}", f"breaker:{name}:failures", f"breaker:{name}:open_until"]

@@ -189,6 +189,7 @@ class Config:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_MAX_STORABLE_AMOUNT = Decimal("1000000000000")
 _REQUIRED_PROCESSORS = ("default", "fallback")
 
 
@@ -416,7 +417,11 @@ def validate_config(config: Config) -> None:
     )
     _check(config.router.slow_ms > 0, "router.slow_ms", "expected > 0")
     _check(config.router.max_wait_s >= 0, "router.max_wait_s", "expected >= 0")
-    _check(config.limits.max_amount > 0, "limits.max_amount", "expected > 0")
+    _check(
+        0 < config.limits.max_amount < _MAX_STORABLE_AMOUNT,
+        "limits.max_amount",
+        f"expected > 0 and below {_MAX_STORABLE_AMOUNT} (the payments table's numeric(14, 2))",
+    )
     _check(
         config.logging.level in _LOG_LEVELS,
         "logging.level",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 import time
 from typing import Any
@@ -43,10 +46,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str, process_name: str) -> None:
-    """Send every logger's records to stderr as JSON; call once per process."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(process_name))
+def setup_logging(level: str, process_name: str, *, threaded: bool = False) -> None:
+    """Send every logger's records to stderr as JSON; call once per process.
+
+    With ``threaded``, records go through a queue to one writer thread: hundreds of worker
+    threads would otherwise queue up on the stream handler's lock and a write per line. The
+    HTTP server stays unthreaded: a writer thread would take the GIL from requests.
+    """
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter(process_name))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    if not threaded:
+        root.handlers[:] = [stream]
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, stream)
+    listener.start()
+    atexit.register(listener.stop)
+    root.handlers[:] = [_FastQueueHandler(records)]
+
+
+class _FastQueueHandler(logging.handlers.QueueHandler):
+    """Hands the record over as it is; the writer thread formats it."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record

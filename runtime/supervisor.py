@@ -175,7 +175,8 @@ def _child_main(config: Config, child: Child) -> None:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         if child.stop_signal == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        setup_logging(config.logging.level, f"{config.instance}/{child.name}")
+        threaded = child.stop_signal != signal.SIGINT  # every child but the HTTP server
+        setup_logging(config.logging.level, f"{config.instance}/{child.name}", threaded=threaded)
         child.target(stop)
     except KeyboardInterrupt:
         pass

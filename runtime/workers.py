@@ -28,6 +28,7 @@ _THREAD_STACK_BYTES = 256 * 1024
 _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 5.0
 _DRAIN_TIMEOUT_S = 10.0
+_IDLE_POLL_MAX_S = 0.02
 
 
 class BackgroundRunner:
@@ -44,7 +45,7 @@ class BackgroundRunner:
         )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
         self._work: queue_module.Queue[tuple[Item, int] | None] = queue_module.Queue()
-        self._slots = threading.Semaphore(spec.concurrency)
+        self._free = spec.concurrency  # threads without an item; guarded by _busy_lock
         self._threads: list[threading.Thread] = []
         self._busy = 0  # items inside handle() now; abandoned ones stay unacknowledged
         self._busy_lock = threading.Lock()
@@ -65,6 +66,7 @@ class BackgroundRunner:
         poll_s = queue_cfg.poll_interval_ms / 1000
         commit_s = queue_cfg.commit_interval_ms / 1000
         next_claim = next_commit = next_gauge = 0.0
+        idle_s = poll_s
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -78,24 +80,31 @@ class BackgroundRunner:
                 if now >= next_gauge:
                     self._publish_gauges()
                     next_gauge = now + _GAUGE_INTERVAL_S
-                if not got:
-                    self._stop.wait(poll_s)
+                if got:
+                    idle_s = poll_s
+                else:
+                    # Idle: look less often, up to _IDLE_POLL_MAX_S; any item resets the pace.
+                    self._stop.wait(idle_s)
+                    idle_s = min(idle_s * 2, max(poll_s, _IDLE_POLL_MAX_S))
         finally:
             self._drain()
 
     def _feed(self) -> int:
-        """Read as many items as there are free slots and hand them to the threads."""
-        taken = 0
-        while self._slots.acquire(blocking=False):
-            taken += 1
-        if not taken:
+        """Read as many items as there are free threads and hand them over."""
+        with self._busy_lock:
+            free = self._free
+        if not free:
             return 0
-        items = self._consumer.read(taken)
+        items = self._consumer.read(free)
+        with self._busy_lock:
+            self._free -= len(items)
         for item in items:
             self._work.put((item, 0))
-        for _ in range(taken - len(items)):
-            self._slots.release()
         return len(items)
+
+    def _release_slot(self) -> None:
+        with self._busy_lock:
+            self._free += 1
 
     def _work_loop(self) -> None:
         while True:
@@ -106,11 +115,21 @@ class BackgroundRunner:
             with self._busy_lock:
                 self._busy += 1
             try:
-                self._handler.handle(json.loads(item.body))
+                body = json.loads(item.body)
+            except ValueError:
+                # Only corruption makes a record unreadable; retrying cannot mend it.
+                _log.error(
+                    "unreadable queue record acknowledged",
+                    extra={"function": self._spec.name, "record": item.body[:200]},
+                )
+                body = None
+            try:
+                if body is not None:
+                    self._handler.handle(body)
             except Exception:
                 self._leave()
                 if self._stop.is_set():  # shutting down: leave the item for the next run
-                    self._slots.release()
+                    self._release_slot()
                     continue
                 failures += 1
                 delay_s = min(_RETRY_INITIAL_S * 2**failures, _RETRY_MAX_S)
@@ -123,13 +142,13 @@ class BackgroundRunner:
                     },
                 )
                 if self._stop.wait(delay_s):
-                    self._slots.release()  # not acknowledged: redelivered after a restart
+                    self._release_slot()  # not acknowledged: redelivered after a restart
                     continue
                 self._work.put((item, failures))
                 continue
             self._leave()
             self._consumer.done(item)
-            self._slots.release()
+            self._release_slot()
 
     def _leave(self) -> None:
         with self._busy_lock:

@@ -1,0 +1,9 @@
+"""A valid class; its manifest entry names a kind the runtime does not have."""
+
+
+class Hello:
+    def __init__(self, context):
+        self.context = context
+
+    def on_get(self, req, resp):
+        resp.media = {}

@@ -1,0 +1,9 @@
+"""A valid background function; its manifest entry gives concurrency as text."""
+
+
+class Worker:
+    def __init__(self, context):
+        self.context = context
+
+    def handle(self, item):
+        pass

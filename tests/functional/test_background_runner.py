@@ -1,0 +1,217 @@
+"""A background function fed by runtime.workers.BackgroundRunner from a real queue in tmp_path.
+
+The handler is defined here and hands each item to a spec'd fake, the way Chalice's test client
+delivers a queue message to a handler in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest.mock import create_autospec
+
+import pytest
+
+import runtime.workers
+from runtime.config import Config
+from runtime.deps import Deps, FunctionContext
+from runtime.manifest import FunctionSpec
+from runtime.queue import QueueConsumer
+from runtime.workers import BackgroundRunner
+from tests.support.procs import wait_until
+
+_WAIT_S = 10.0
+_JOIN_TIMEOUT_S = 15.0
+
+
+class Ledger:
+    """What the handler under test talks to; only its spec is used."""
+
+    def record(self, item: dict[str, Any]) -> None:
+        """Take one item."""
+
+
+class Recorder:
+    """A background function: hands each item to the ledger in its settings."""
+
+    def __init__(self, context: FunctionContext) -> None:
+        self._ledger: Ledger = context.settings["ledger"]
+        context.settings.get("contexts", []).append(context)
+
+    def handle(self, item: dict[str, Any]) -> None:
+        self._ledger.record(item)
+
+
+def spec(ledger: Ledger, concurrency: int = 4, **settings: Any) -> FunctionSpec:
+    return FunctionSpec(
+        name="recorder",
+        kind="background",
+        handler_ref="tests/functional/test_background_runner.py:Recorder",
+        handler=Recorder,
+        settings={"ledger": ledger, **settings},
+        queue="jobs",
+        concurrency=concurrency,
+    )
+
+
+@pytest.fixture
+def deps(config: Config, multiprocess_metrics: object) -> Iterator[Deps]:
+    deps = Deps(config)
+    yield deps
+    deps.close()
+
+
+@pytest.fixture
+def ledger() -> Any:
+    return create_autospec(Ledger, instance=True)
+
+
+def put(deps: Deps, *names: str) -> None:
+    for name in names:
+        deps.producer("jobs").put(json.dumps({"id": name}).encode())
+
+
+def handled(ledger: Any) -> list[str]:
+    """Every item the handler was given, failed attempts included, in call order."""
+    return [call.args[0]["id"] for call in ledger.record.call_args_list]
+
+
+def unacknowledged(deps: Deps) -> list[str]:
+    """What a fresh consumer would be handed now (only meaningful once the runner stopped)."""
+    consumer = QueueConsumer(deps.queue_dir("jobs"))
+    try:
+        consumer.claim()
+        return [json.loads(item.body)["id"] for item in consumer.read(1000)]
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def running(function: FunctionSpec, deps: Deps) -> Iterator[threading.Event]:
+    """Run the function until the block ends, then stop it and wait for the runner to return."""
+    stop = threading.Event()
+    runner = BackgroundRunner(function, deps, stop)
+    thread = threading.Thread(target=runner.run, name="runner", daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(_JOIN_TIMEOUT_S)
+        assert not thread.is_alive(), "the runner did not stop"
+
+
+def test_every_item_put_is_handled_exactly_once_and_acknowledged(deps: Deps, ledger: Any) -> None:
+    names = [f"item-{n}" for n in range(50)]
+    put(deps, *names[:25])
+    with running(spec(ledger), deps):
+        put(deps, *names[25:])  # some arrive while the runner is already reading
+        wait_until(
+            lambda: len(handled(ledger)) >= len(names), timeout_s=_WAIT_S, what="all handled"
+        )
+
+    assert Counter(handled(ledger)) == Counter(names)
+    assert unacknowledged(deps) == []
+
+
+def test_a_failing_item_is_retried_and_acknowledged_once_it_succeeds(
+    deps: Deps, ledger: Any
+) -> None:
+    failures = {"flaky": 2}
+
+    def record(item: dict[str, Any]) -> None:
+        if failures.get(item["id"], 0) > 0:
+            failures[item["id"]] -= 1
+            raise ConnectionError("processor unreachable")
+
+    ledger.record.side_effect = record
+    put(deps, "before", "flaky", "after")
+    with running(spec(ledger), deps):
+        wait_until(
+            lambda: handled(ledger).count("flaky") >= 3, timeout_s=_WAIT_S, what="flaky retried"
+        )
+
+    assert Counter(handled(ledger)) == {"before": 1, "flaky": 3, "after": 1}
+    assert unacknowledged(deps) == []
+
+
+def test_a_failing_item_does_not_hold_back_the_items_after_it(deps: Deps, ledger: Any) -> None:
+    def record(item: dict[str, Any]) -> None:
+        if item["id"] == "poison":
+            raise ValueError("cannot handle this one")
+
+    ledger.record.side_effect = record
+    put(deps, "poison", *[f"item-{n}" for n in range(10)])
+    with running(spec(ledger, concurrency=2), deps):
+        wait_until(
+            lambda: {f"item-{n}" for n in range(10)} <= set(handled(ledger)),
+            timeout_s=_WAIT_S,
+            what="the items after the failing one",
+        )
+
+    assert unacknowledged(deps)[0] == "poison"
+
+
+def test_stopping_leaves_unacknowledged_items_for_the_next_run(deps: Deps, ledger: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def record(item: dict[str, Any]) -> None:
+        if item["id"] == "slow":
+            entered.set()
+            release.wait(_WAIT_S)
+
+    ledger.record.side_effect = record
+    put(deps, "slow", "waiting-1", "waiting-2")
+    with running(spec(ledger, concurrency=1), deps) as stop:
+        assert entered.wait(_WAIT_S)
+        stop.set()  # asked to stop while "slow" is in progress; it may finish, no more start
+        release.set()
+    first_run = handled(ledger)
+
+    assert first_run[0] == "slow"
+    left = unacknowledged(deps)
+    assert "slow" not in left
+    assert "waiting-2" in left
+    assert sorted(first_run + left) == ["slow", "waiting-1", "waiting-2"]
+
+    again = create_autospec(Ledger, instance=True)
+    with running(spec(again), deps):
+        wait_until(lambda: len(handled(again)) >= len(left), timeout_s=_WAIT_S, what="next run")
+
+    assert handled(again) == left
+    assert unacknowledged(deps) == []
+
+
+def test_the_functions_stopping_event_is_set_when_its_runner_is_stopped(
+    deps: Deps, ledger: Any
+) -> None:
+    # Long waits inside a background function (the forwarder's back-off) end on this event.
+    contexts: list[FunctionContext] = []
+    with running(spec(ledger, contexts=contexts), deps) as stop:
+        [context] = contexts
+        assert not context.stopping.is_set()
+        stop.set()
+
+    assert context.stopping.is_set()
+
+
+def test_stopping_with_an_item_failing_does_not_wait_out_the_drain_timeout(
+    deps: Deps, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An abandoned item must not be waited for: were it, stopping would take this long.
+    monkeypatch.setattr(runtime.workers, "_DRAIN_TIMEOUT_S", 3.0)
+    ledger.record.side_effect = ConnectionError("processor unreachable")
+    put(deps, "poison")
+    with running(spec(ledger), deps) as stop:
+        wait_until(lambda: handled(ledger) != [], timeout_s=_WAIT_S, what="first attempt")
+        stop.set()
+        stopped_at = time.monotonic()
+    stop_s = time.monotonic() - stopped_at
+
+    assert unacknowledged(deps) == ["poison"]
+    assert stop_s < 1.5

@@ -1,0 +1,360 @@
+"""The typed config: defaults, precedence (environment > file > defaults) and every refusal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from runtime.config import Config, load_config
+from runtime.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "app.yaml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def refusal(path: Path | None, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ or {})
+    return str(caught.value)
+
+
+def test_defaults_load_when_there_is_no_file_and_no_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config/app.yaml here to be picked up
+
+    config = load_config(environ={})
+
+    assert config == Config()
+    assert config.instance == "app1"
+    assert config.server.max_body_bytes == 4096
+    assert config.processors["default"].url == "http://127.0.0.1:8001"
+    assert config.limits.max_amount == Decimal("1000000.00")
+    assert config.bind == "unix:var/run/app1.sock"
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), environ={}) == Config()
+
+
+def test_the_projects_own_config_file_is_valid() -> None:
+    config = load_config(ROOT / "config" / "app.yaml", environ={})
+
+    assert config.manifest == "functions.yaml"
+    assert set(config.processors) == {"default", "fallback"}
+
+
+def test_file_overrides_defaults_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, "breaker:\n  failure_threshold: 7\nrouter:\n  slow_ms: 800\n")
+
+    config = load_config(path, environ={})
+
+    assert config.breaker.failure_threshold == 7
+    assert config.router.slow_ms == 800.0
+    assert config.breaker.open_s == 30.0  # an untouched key keeps its default
+    assert config.router.max_wait_s == 0.0
+
+
+def test_environment_overrides_file_and_is_parsed_as_a_yaml_scalar(tmp_path: Path) -> None:
+    path = write(tmp_path, "breaker:\n  failure_threshold: 7\n  open_s: 12\n")
+
+    config = load_config(
+        path, environ={"APP__BREAKER__FAILURE_THRESHOLD": "3", "APP__PURGE__ENABLED": "false"}
+    )
+
+    assert config.breaker.failure_threshold == 3
+    assert config.breaker.open_s == 12.0
+    assert config.purge.enabled is False
+
+
+def test_environment_keys_are_case_insensitive_below_the_prefix(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), environ={"APP__Router__Slow_MS": "900"})
+
+    assert config.router.slow_ms == 900.0
+
+
+def test_instance_argument_overrides_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "instance: from-file\n")
+
+    assert load_config(path, environ={}).instance == "from-file"
+    assert load_config(path, environ={"APP__INSTANCE": "from-env"}).instance == "from-env"
+    assert (
+        load_config(path, environ={"APP__INSTANCE": "from-env"}, instance="app9").instance == "app9"
+    )
+
+
+def test_app_config_variable_names_the_file_when_no_path_is_given(tmp_path: Path) -> None:
+    path = write(tmp_path, "instance: chosen\n")
+
+    assert load_config(environ={"APP_CONFIG": str(path)}).instance == "chosen"
+
+
+def test_contest_variables_override_the_processor_urls(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "processors:\n"
+        "  default: {url: 'http://file-default:8080', fee: 0.05}\n"
+        "  fallback: {url: 'http://file-fallback:8080', fee: 0.15}\n",
+    )
+
+    config = load_config(
+        path,
+        environ={
+            "PAYMENT_PROCESSOR_URL_DEFAULT": "http://payment-processor-default:8080",
+            "PAYMENT_PROCESSOR_URL_FALLBACK": "http://payment-processor-fallback:8080",
+        },
+    )
+
+    assert config.processors["default"].url == "http://payment-processor-default:8080"
+    assert config.processors["fallback"].url == "http://payment-processor-fallback:8080"
+    assert config.processors["default"].fee == 0.05
+
+
+def test_an_empty_contest_variable_is_ignored(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), environ={"PAYMENT_PROCESSOR_URL_DEFAULT": ""})
+
+    assert config.processors["default"].url == "http://127.0.0.1:8001"
+
+
+def test_unrelated_environment_variables_are_ignored(tmp_path: Path) -> None:
+    environ = {"HOME": "/root", "APP_NAME": "x", "PAYMENT_PROCESSOR_TOKEN": "y"}
+
+    assert load_config(write(tmp_path, ""), environ=environ) == Config()
+
+
+# --- refusals: each names the key's dotted path and what was expected ---------------------
+
+
+def test_unknown_key_names_its_dotted_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "breaker:\n  failur_threshold: 3\n")
+
+    assert refusal(path) == (
+        "breaker.failur_threshold: unknown key; "
+        "expected one of failure_threshold, failure_window_s, open_s"
+    )
+
+
+def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
+    message = refusal(write(tmp_path, "servr:\n  bind: x\n"))
+
+    assert message.startswith("servr: unknown key; expected one of breaker, forwarder, instance")
+
+
+def test_unknown_key_from_the_environment_names_its_dotted_path(tmp_path: Path) -> None:
+    message = refusal(write(tmp_path, ""), {"APP__QUEUE__SIZE": "3"})
+
+    assert message.startswith("queue.size: unknown key; expected one of commit_interval_ms")
+
+
+def test_environment_cannot_set_a_key_below_a_scalar(tmp_path: Path) -> None:
+    path = write(tmp_path, "instance: app1\n")
+
+    assert refusal(path, {"APP__INSTANCE__NAME": "x"}) == (
+        "APP__INSTANCE__NAME: 'instance' is not a section, it cannot hold 'name'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "breaker:\n  failure_threshold: many\n",
+            "breaker.failure_threshold: expected a whole number, found str 'many'",
+        ),
+        (
+            "breaker:\n  failure_threshold: 2.5\n",
+            "breaker.failure_threshold: expected a whole number, found float 2.5",
+        ),
+        (
+            "breaker:\n  failure_threshold: true\n",
+            "breaker.failure_threshold: expected a whole number, found bool True",
+        ),
+        ("purge:\n  enabled: maybe\n", "purge.enabled: expected true or false, found str 'maybe'"),
+        ("router:\n  slow_ms: fast\n", "router.slow_ms: expected a number, found str 'fast'"),
+        ("instance: 7\n", "instance: expected a string, found int 7"),
+        ("server: 5\n", "server: expected a mapping, found int 5"),
+        (
+            "limits:\n  max_amount: lots\n",
+            "limits.max_amount: expected a decimal number, found str 'lots'",
+        ),
+        (
+            "limits:\n  max_amount: .inf\n",
+            "limits.max_amount: expected a decimal number, found float inf",
+        ),
+        (
+            "processors:\n  default: {url: 'http://a:1', fee: cheap}\n",
+            "processors.default.fee: expected a number, found str 'cheap'",
+        ),
+        ("processors:\n  default: {fee: 0.1}\n", "processors.default.url: required but missing"),
+        ("processors: [default]\n", "processors: expected a mapping, found list ['default']"),
+    ],
+)
+def test_wrong_type_names_its_dotted_path_and_what_was_found(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert refusal(write(tmp_path, text)) == message
+
+
+def test_wrong_type_from_the_environment_names_its_dotted_path(tmp_path: Path) -> None:
+    assert refusal(write(tmp_path, ""), {"APP__POSTGRES__PORT": "five"}) == (
+        "postgres.port: expected a whole number, found str 'five'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("server:\n  max_body_bytes: 100\n", "server.max_body_bytes: expected 256 to 1048576"),
+        ("postgres:\n  port: 70000\n", "postgres.port: expected 1 to 65535"),
+        ("queue:\n  segment_max_bytes: 1024\n", "queue.segment_max_bytes: expected at least 4096"),
+        ("queue:\n  commit_interval_ms: 0\n", "queue.commit_interval_ms: expected > 0"),
+        ("postgres:\n  batch_max: 0\n", "postgres.batch_max: expected at least 1"),
+        ("breaker:\n  failure_threshold: 0\n", "breaker.failure_threshold: expected >= 1"),
+        ("router:\n  max_wait_s: -1\n", "router.max_wait_s: expected >= 0"),
+        (
+            "router:\n  health_min_interval_s: 1\n",
+            "router.health_min_interval_s: expected at least 5 "
+            "(the processors allow one call per 5 s)",
+        ),
+        (
+            "limits:\n  max_amount: 0\n",
+            "limits.max_amount: expected > 0 and below 1000000000000 "
+            "(the payments table's numeric(14, 2))",
+        ),
+        (
+            "limits:\n  max_amount: 1e26\n",
+            "limits.max_amount: expected > 0 and below 1000000000000 "
+            "(the payments table's numeric(14, 2))",
+        ),
+        (
+            "logging:\n  level: loud\n",
+            "logging.level: expected one of debug, info, warning, error, found 'loud'",
+        ),
+        (
+            "instance: 'app 1'\n",
+            "instance: expected letters, digits, '-' or '_', found 'app 1'",
+        ),
+        (
+            "server:\n  bind: somewhere\n",
+            "server.bind: expected 'unix:PATH' or 'HOST:PORT', found 'somewhere'",
+        ),
+        (
+            "memcached:\n  server: 'localhost:0'\n",
+            "memcached.server: expected 'unix:PATH' or 'HOST:PORT', found 'localhost:0'",
+        ),
+        (
+            "processors:\n  default: {url: 'ftp://a', fee: 0.05}\n"
+            "  fallback: {url: 'http://b:1', fee: 0.15}\n",
+            "processors.default.url: expected an http:// or https:// URL, found 'ftp://a'",
+        ),
+        (
+            "processors:\n  default: {url: 'http://a:1', fee: 5}\n"
+            "  fallback: {url: 'http://b:1', fee: 0.15}\n",
+            "processors.default.fee: expected a fraction from 0 to 1 (0.05 is 5%), found 5.0",
+        ),
+        (
+            "processors:\n  default: {url: 'http://a:1', fee: 0.05}\n",
+            "processors.fallback: required but missing",
+        ),
+        (
+            "forwarder:\n  request_timeout_s: 8\n  unpin_after_s: 10\n",
+            "forwarder.unpin_after_s: expected at least twice forwarder.request_timeout_s",
+        ),
+        (
+            "forwarder:\n  retry_initial_ms: 2000\n  retry_max_ms: 1000\n",
+            "forwarder.retry_initial_ms: expected > 0 and at most forwarder.retry_max_ms",
+        ),
+    ],
+)
+def test_out_of_range_value_names_its_dotted_path_and_the_range(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert refusal(write(tmp_path, text)) == message
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: [unclosed\n")
+
+    message = refusal(path)
+
+    assert message.startswith(f"{path}: not valid YAML: ")
+
+
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "- instance\n- app1\n")
+
+    assert refusal(path) == f"{path}: expected a mapping at the top, found list"
+
+
+def test_a_missing_file_is_refused_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.yaml"
+
+    assert refusal(path) == f"{path}: cannot read the config file (No such file or directory)"
+
+
+@pytest.mark.parametrize(
+    "secret", ["postgres:\n  password: s3cret\n", "purge:\n  token: let-me-purge\n"]
+)
+def test_world_readable_file_holding_a_secret_is_refused_with_a_chmod_hint(
+    tmp_path: Path, secret: str
+) -> None:
+    path = write(tmp_path, secret, mode=0o644)
+
+    assert refusal(path) == (
+        f"{path}: holds a password or token but is world-readable; run `chmod o-r {path}`"
+        " or pass the secret through the environment"
+    )
+
+
+def test_the_same_secret_file_is_accepted_once_not_world_readable(tmp_path: Path) -> None:
+    path = write(tmp_path, "postgres:\n  password: s3cret\npurge:\n  token: t0k\n", mode=0o600)
+
+    config = load_config(path, environ={})
+
+    assert config.postgres.password == "s3cret"
+    assert config.purge.token == "t0k"
+
+
+def test_world_readable_file_without_a_secret_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "postgres:\n  password: ''\n  user: me\n", mode=0o644)
+
+    assert load_config(path, environ={}).postgres.user == "me"
+
+
+def test_a_secret_from_the_environment_needs_no_file_permissions(tmp_path: Path) -> None:
+    path = write(tmp_path, "postgres:\n  user: me\n", mode=0o644)
+
+    config = load_config(path, environ={"APP__POSTGRES__PASSWORD": "s3cret"})
+
+    assert config.postgres.password == "s3cret"
+
+
+@pytest.mark.parametrize("secret", ["0123", "123456", "true", "null", "1e3"])
+def test_a_secret_from_the_environment_is_kept_as_text_whatever_it_looks_like(
+    tmp_path: Path, secret: str
+) -> None:
+    config = load_config(
+        write(tmp_path, ""),
+        environ={"APP__POSTGRES__PASSWORD": secret, "APP__PURGE__TOKEN": secret},
+    )
+
+    assert config.postgres.password == secret
+    assert config.purge.token == secret
+
+
+def test_a_number_from_the_environment_is_still_a_number(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, ""),
+        environ={"APP__ROUTER__MAX_WAIT_S": "0.5", "APP__LIMITS__MAX_AMOUNT": "500.00"},
+    )
+
+    assert config.router.max_wait_s == 0.5
+    assert config.limits.max_amount == Decimal("500.00")
