@@ -86,6 +86,9 @@ _QUERY_TIME_RE = re.compile(
     r"\s*\Z"
 )
 
+_NUMBER_TEXT_RE = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_INTEGER_TEXT_RE = re.compile(r"-?\d+")
+
 _REASONS = {
     100: "Continue",
     200: "OK",
@@ -220,7 +223,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object, keys folded to lower case (the real binder ignores key case)."""
     if not body.strip():
         raise _BadRequest("the body is empty")
-
     try:
         value = _JSON_DECODER.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -237,10 +239,7 @@ def _as_decimal(value: Any, name: str) -> Decimal:
     if isinstance(value, int):
         value = Decimal(value)
     elif isinstance(value, str):
-        try:
-            value = Decimal(value.strip()) if re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value) else None
-        except decimal.InvalidOperation:
-            value = None
+        value = Decimal(value) if _NUMBER_TEXT_RE.fullmatch(value) else None
     if not isinstance(value, Decimal) or not value.is_finite() or abs(value) >= _DECIMAL_LIMIT:
         raise _BadRequest(f"{name} is not a decimal")
     return value
@@ -248,8 +247,8 @@ def _as_decimal(value: Any, name: str) -> Decimal:
 
 def _as_int32(value: Any, name: str) -> int:
     """A JSON integer in .NET's ``int`` range, or a string holding one."""
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value.strip())
+    if isinstance(value, str) and _INTEGER_TEXT_RE.fullmatch(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _BadRequest(f"{name} is not an integer")
     if not _INT32_MIN <= value <= _INT32_MAX:
