@@ -16,6 +16,7 @@ from payments.router import LatencyTracker, Router
 from payments.store import BatchWriter
 from payments.wiring import processor_clients, shared_state
 from runtime.deps import FunctionContext
+from runtime.metrics import AttemptRecorder
 
 _log = logging.getLogger("functions.forwarder")
 
@@ -28,8 +29,10 @@ class Forwarder:
         config = deps.config
         concurrency = int(context.settings.get("pool_size", 256))
         self._clients = processor_clients(deps, concurrency)
-        self._writer = BatchWriter(deps.database, config.postgres.batch_max)
-        latency = LatencyTracker()
+        self._writer = BatchWriter(
+            deps.database, config.postgres.batch_max, config.postgres.batch_linger_ms
+        )
+        latency = LatencyTracker(deps.clock.monotonic)
         fees = {name: p.fee for name, p in config.processors.items()}
         self._delivery = Delivery(
             processors=self._clients,
@@ -39,7 +42,7 @@ class Forwarder:
             writer=self._writer,
             clock=deps.clock,
             config=config.forwarder,
-            metrics=deps.metrics,
+            attempts=AttemptRecorder(deps.metrics),
             stopping=context.stopping,
         )
         self._clock = deps.clock

@@ -42,7 +42,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from payments.isotime import format_epoch_ms, from_epoch_ms, parse
 from payments.processors import AttemptResult, Outcome, ProcessorClient, ProcessorError
@@ -51,6 +50,7 @@ from payments.shared_state import SharedState
 from payments.store import BatchWriter, ClaimState
 from runtime.config import ForwarderConfig
 from runtime.deps import Clock
+from runtime.metrics import AttemptRecorder
 
 _log = logging.getLogger("payments.delivery")
 
@@ -86,7 +86,7 @@ class Delivery:
         writer: BatchWriter,
         clock: Clock,
         config: ForwarderConfig,
-        metrics: Any,
+        attempts: AttemptRecorder,
         stopping: threading.Event,
     ) -> None:
         self._processors = processors
@@ -96,7 +96,7 @@ class Delivery:
         self._writer = writer
         self._clock = clock
         self._config = config
-        self._metrics = metrics
+        self._attempts = attempts
         self._stopping = stopping
 
     def deliver(self, correlation_id: str, amount: Decimal, intake_s: float) -> str:
@@ -191,19 +191,15 @@ class Delivery:
     def _attempt(self, state: _Attempts, route: Route, requested_ms: int) -> AttemptResult:
         processor = route.processor
         client = self._processors[processor]
-        metrics = self._metrics
         state.attempts += 1
-        metrics.active_connections.inc()
-        try:
-            result = client.post_payment(
-                state.correlation_id, state.amount, format_epoch_ms(requested_ms)
-            )
-        finally:
-            metrics.active_connections.dec()
-        metrics.payment_requests.labels(processor, result.outcome.value).inc()
-        metrics.payment_duration.labels(processor).observe(result.duration_s)
+        self._attempts.started()
+        token = self._latency.begin(processor)
+        result = client.post_payment(
+            state.correlation_id, state.amount, format_epoch_ms(requested_ms)
+        )
+        self._latency.observe(processor, result.duration_s, token)
+        self._attempts.finished(processor, result.outcome.value, result.duration_s)
         state.history.append(f"{processor}:{result.status or result.outcome.value}")
-        self._latency.observe(processor, result.duration_s)
         view = self._shared.snapshot().get(processor)
         if result.outcome in (Outcome.STORED, Outcome.ALREADY_STORED):
             if view is not None:

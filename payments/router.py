@@ -10,15 +10,17 @@ observed. The rule, in order:
 2. The cheapest fast processor wins. Waiting on a slow cheap one costs more than the fee
    difference: it holds a worker for the whole delay, and a payment that takes longer than the
    auditor's margin (2 s) would show on the processor before it shows in our summary.
-3. If no processor is fast, the cheapest usable one wins.
+3. If no processor is fast, a half-open breaker's processor gets one probe (recovery is
+   noticed at once, and a breaker that is never probed would never close); otherwise the
+   cheapest usable one wins.
 4. A dearer processor is taken only once the payment has waited ``router.max_wait_s`` for the
    cheaper one (0: at once), which lets a deployment trade latency for fees.
-5. If none is usable, the payment waits (``None``), and a half-open breaker lets one probe
-   through so that recovery is noticed without waiting for the next health read.
+5. If none is usable, the payment waits (``None``).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from payments.shared_state import ProcessorView
 from runtime.config import RouterConfig
 
 _EWMA_WEIGHT = 0.2
+_LATENCY_MEMORY_S = 6.0  # longer than the 5.1 s between health reads: slow stays slow
+_SUSPECT_MARGIN_MS = 200.0
 
 
 @dataclass(frozen=True)
@@ -38,23 +42,57 @@ class Route:
 
 
 class LatencyTracker:
-    """An exponentially weighted moving average of each processor's answer time, in ms."""
+    """How long each processor takes: answers observed, and attempts still waiting.
 
-    def __init__(self) -> None:
-        self._ms: dict[str, float] = {}
+    The average of observed answer times (EWMA) comes too late when a processor turns slow:
+    the first slow answers arrive only after the slow delay. So the age of the oldest attempt
+    still in flight counts too, as soon as it exceeds what the processor has been taking
+    (``2 x average + _SUSPECT_MARGIN_MS``): a processor that suddenly stops answering is
+    treated as slow within a few hundred milliseconds, not seconds.
+
+    An average is only as good as its last observation: one older than ``memory_s`` counts for
+    nothing, so a processor avoided for being slow is judged again by its health alone (the
+    router would otherwise never send it anything again, and never learn it recovered).
+    """
+
+    def __init__(self, clock: Callable[[], float], memory_s: float = _LATENCY_MEMORY_S) -> None:
+        self._clock = clock
+        self._memory_s = memory_s
+        self._ms: dict[str, tuple[float, float]] = {}
+        self._started: dict[str, dict[int, float]] = {}
+        self._next_token = 0
         self._lock = threading.Lock()
 
-    def observe(self, processor: str, duration_s: float) -> None:
-        """Fold one observed answer time in."""
-        ms = duration_s * 1000
+    def begin(self, processor: str) -> int:
+        """An attempt leaves for ``processor``; returns the token that ``observe`` takes."""
         with self._lock:
+            self._next_token += 1
+            self._started.setdefault(processor, {})[self._next_token] = self._clock()
+            return self._next_token
+
+    def observe(self, processor: str, duration_s: float, token: int | None = None) -> None:
+        """Fold one observed answer time in (and end the attempt ``token``)."""
+        ms = duration_s * 1000
+        now = self._clock()
+        with self._lock:
+            if token is not None:
+                self._started.get(processor, {}).pop(token, None)
             old = self._ms.get(processor)
-            self._ms[processor] = ms if old is None else old + _EWMA_WEIGHT * (ms - old)
+            fresh = old is not None and now - old[1] < self._memory_s
+            self._ms[processor] = (old[0] + _EWMA_WEIGHT * (ms - old[0]) if fresh else ms, now)
 
     def expected_ms(self, processor: str) -> float:
-        """The current average, 0 if never observed."""
+        """What an attempt sent now is likely to take; ``inf`` while the processor is suspect
+        (its attempts wait far longer than it has been answering); 0 if nothing is known."""
+        now = self._clock()
         with self._lock:
-            return self._ms.get(processor, 0.0)
+            value = self._ms.get(processor)
+            started = self._started.get(processor)
+            oldest = min(started.values()) if started else None
+        average = 0.0 if value is None or now - value[1] >= self._memory_s else value[0]
+        if oldest is not None and (now - oldest) * 1000 > 2 * average + _SUSPECT_MARGIN_MS:
+            return math.inf
+        return average
 
 
 class Router:
@@ -77,15 +115,18 @@ class Router:
         fast = [
             name for name in usable if self._expected_ms(name, views[name]) < self._config.slow_ms
         ]
-        for candidates in (fast, usable):
-            if candidates and (candidates[0] == cheapest or not patient):
-                return Route(candidates[0])
+        if fast and (fast[0] == cheapest or not patient):
+            return Route(fast[0])
+        # Before settling for a slow processor (or none), test a half-open one: a breaker only
+        # closes after a probe succeeds, so skipping it here would keep it open for good.
         for name in self._by_fee:
             view = views.get(name)
             if name != cheapest and patient:
                 break  # a dearer processor is not even probed before max_wait_s (rule 4)
             if view is not None and view.half_open and not view.failing and may_probe(name):
                 return Route(name, probe=True)
+        if usable and (usable[0] == cheapest or not patient):
+            return Route(usable[0])
         return None
 
     def _expected_ms(self, name: str, view: ProcessorView) -> float:

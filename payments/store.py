@@ -103,9 +103,10 @@ class _Kind(enum.Enum):
 class BatchWriter:
     """Runs queued operations in batches on its own connection, in its own thread."""
 
-    def __init__(self, database: Database, batch_max: int) -> None:
+    def __init__(self, database: Database, batch_max: int, linger_ms: float = 0.0) -> None:
         self._db = database
         self._batch_max = batch_max
+        self._linger_s = linger_ms / 1000
         self._ops: queue.SimpleQueue[tuple[_Kind, tuple, Future] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="batch-writer", daemon=True)
         self._started = False
@@ -158,6 +159,8 @@ class BatchWriter:
             if first is None:
                 return
             batch = [first]
+            if self._linger_s:
+                time.sleep(self._linger_s)  # let the other threads' operations join this batch
             while len(batch) < self._batch_max:
                 try:
                     op = self._ops.get_nowait()
@@ -200,13 +203,18 @@ class BatchWriter:
         if kind is _Kind.ATTEMPT:
             ids, processors, requested = zip(*rows, strict=True)
             self._db.run(
-                _ATTEMPT_SQL, ids=list(ids), processors=list(processors), requested=list(requested)
+                _ATTEMPT_SQL,
+                prepared=True,
+                ids=list(ids),
+                processors=list(processors),
+                requested=list(requested),
             )
             return [None] * len(rows)
         latest = {row[0]: row for row in rows}  # an upsert may touch a row once per statement
         ids, amounts, processors, requested = zip(*latest.values(), strict=True)
         self._db.run(
             _PROCESSED_SQL,
+            prepared=True,
             ids=list(ids),
             amounts=list(amounts),
             processors=list(processors),
@@ -218,6 +226,7 @@ class BatchWriter:
         ids, amounts, processors, requested, intake = zip(*rows, strict=True)
         found = self._db.run(
             _CLAIM_SQL,
+            prepared=True,
             ids=list(ids),
             amounts=list(amounts),
             processors=list(processors),
@@ -259,6 +268,7 @@ def summarize(db: Database, start: datetime | None, end: datetime | None) -> dic
     rows = db.run(
         "SELECT processor, count(*), coalesce(sum(amount), 0) FROM payments "
         f"WHERE {' AND '.join(where)} GROUP BY processor",
+        prepared=True,
         **params,
     )
     return {processor: Totals(int(count), Decimal(total)) for processor, count, total in rows}

@@ -72,6 +72,8 @@ class PostgresConfig:
     database: str = "rinha"
     connect_timeout_s: float = 5.0
     batch_max: int = 500
+    batch_linger_ms: float = 1.0
+    """How long a batch waits for more operations once one arrives: fewer, larger round trips."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +378,9 @@ def validate_config(config: Config) -> None:
     _check(config.queue.poll_interval_ms > 0, "queue.poll_interval_ms", "expected > 0")
     _check(0 < config.postgres.port < 65536, "postgres.port", "expected 1 to 65535")
     _check(config.postgres.batch_max >= 1, "postgres.batch_max", "expected at least 1")
+    _check(
+        0 <= config.postgres.batch_linger_ms <= 100, "postgres.batch_linger_ms", "expected 0 to 100"
+    )
     _check(
         config.memcached.server.startswith("unix:") or _is_host_port(config.memcached.server),
         "memcached.server",

@@ -84,7 +84,7 @@ class Deps:
 
     def consumer(self, queue: str) -> QueueConsumer:
         """A consumer of ``queue``'s journals; each producer is read by one consumer only."""
-        return QueueConsumer(self.queue_dir(queue))
+        return QueueConsumer(self.queue_dir(queue), owner=self.config.instance)
 
     def queue_dir(self, queue: str) -> Path:
         """Where ``queue``'s journals live."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
-import logging.handlers
 import os
-import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -18,6 +18,7 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+_FLUSH_INTERVAL_S = 0.05
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -49,9 +50,9 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str, process_name: str, *, threaded: bool = False) -> None:
     """Send every logger's records to stderr as JSON; call once per process.
 
-    With ``threaded``, records go through a queue to one writer thread: hundreds of worker
-    threads would otherwise queue up on the stream handler's lock and a write per line. The
-    HTTP server stays unthreaded: a writer thread would take the GIL from requests.
+    With ``threaded``, records are collected and written in batches by one thread: hundreds of
+    worker threads would otherwise queue up on the stream handler's lock and a write per line.
+    The HTTP server stays unthreaded: a writer thread would take the GIL from requests.
     """
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(JsonFormatter(process_name))
@@ -60,15 +61,56 @@ def setup_logging(level: str, process_name: str, *, threaded: bool = False) -> N
     if not threaded:
         root.handlers[:] = [stream]
         return
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, stream)
-    listener.start()
-    atexit.register(listener.stop)
-    root.handlers[:] = [_FastQueueHandler(records)]
+    writer = _BatchedWriter(JsonFormatter(process_name))
+    writer.start()
+    atexit.register(writer.flush)
+    root.handlers[:] = [writer]
 
 
-class _FastQueueHandler(logging.handlers.QueueHandler):
-    """Hands the record over as it is; the writer thread formats it."""
+class _BatchedWriter(logging.Handler):
+    """Collects records and writes them every ``_FLUSH_INTERVAL_S`` in one ``write``.
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    ``emit`` is a list append: no lock held across I/O, no thread woken per record.
+    """
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self._pending: collections.deque[logging.LogRecord] = collections.deque()
+        self._thread = threading.Thread(target=self._loop, name="log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._pending.append(record)  # atomic under the GIL
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Skip Handler.handle's lock: emit is already thread-safe.
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(_FLUSH_INTERVAL_S)
+            self.flush()
+
+    def flush(self) -> None:
+        lines = []
+        while True:
+            try:
+                record = self._pending.popleft()  # atomic: an append meanwhile is kept
+            except IndexError:
+                break
+            try:
+                lines.append(self.format(record))
+            except Exception:
+                self.handleError(record)
+        if not lines:
+            return
+        try:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed: nothing to report the failure to

@@ -14,10 +14,12 @@ Layout, one folder per queue::
 
 Each producer writes its own segments, so writers never interleave. A consumer takes an
 exclusive ``flock`` on a producer's lock file before reading its segments, so each item goes to
-exactly one consumer, whatever number of instances and worker processes run; a consumer that
-dies releases the lock with its file descriptors and another takes over from the committed
-offset. Items past the committed offset are delivered again after such a take-over: background
-functions must be idempotent (the forwarder is, through PostgreSQL's unique key).
+exactly one consumer, whatever number of instances and worker processes run. Each instance's
+consumer reads its own instance's journal; one that dies releases the lock with its file
+descriptors, and after ``takeover_s`` another instance's consumer takes over from the committed
+offset, handing the journal back once it has drained it. Items past the committed offset are
+delivered again after such a take-over: background functions must be idempotent (the
+forwarder is, through PostgreSQL's unique key).
 
 A producer starts a new segment when the current one is full and whenever it starts, so a
 segment is never written again once a newer one exists; the consumer deletes a segment once
@@ -32,6 +34,7 @@ import fcntl
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,27 +157,84 @@ class QueueConsumer:
     Thread-safe: worker threads call ``done`` while one thread calls ``read``.
     """
 
-    def __init__(self, queue_dir: Path) -> None:
+    def __init__(self, queue_dir: Path, owner: str | None = None, takeover_s: float = 5.0) -> None:
         self._dir = queue_dir
+        self._owner = owner
+        self._takeover_s = takeover_s
+        self._free_since: dict[str, float] = {}
         self._sources: dict[str, _Source] = {}
         self._lock = threading.Lock()
 
-    def claim(self) -> list[str]:
-        """Take the lock of every producer no other consumer holds; returns the producers held."""
+    def claim(self, now: float | None = None) -> list[str]:
+        """Take the journals this consumer should read; returns the producers held.
+
+        Its own instance's journal (``owner``) it takes whenever free. Another instance's it
+        takes only once nobody has held it for ``takeover_s`` (that instance's consumer is
+        dead or stopped), and hands it back once drained, so each instance's forwarder does its
+        own instance's share of the work and no journal is left unread for long.
+        """
+        now = time.monotonic() if now is None else now
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._release_drained_foreign()
         for producer in _segments(self._dir):
             if producer in self._sources:
                 continue
+            mine = self._owner is None or producer == self._owner
+            if not mine:
+                first_free = self._free_since.get(producer)
+                if first_free is None or now - first_free < self._takeover_s:
+                    if self._lock_is_free(producer):
+                        self._free_since.setdefault(producer, now)
+                    else:
+                        self._free_since.pop(producer, None)
+                    continue
             lock_fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(lock_fd)
+                self._free_since.pop(producer, None)
                 continue
+            self._free_since.pop(producer, None)
             committed = self._read_offset(producer)
             with self._lock:
                 self._sources[producer] = _Source(producer, lock_fd, committed, committed)
         return sorted(self._sources)
+
+    def _lock_is_free(self, producer: str) -> bool:
+        fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        finally:
+            os.close(fd)
+
+    def _release_drained_foreign(self) -> None:
+        if self._owner is None:
+            return
+        for producer, source in list(self._sources.items()):
+            if producer == self._owner or source.in_flight or self._unread(source):
+                continue
+            self._commit_source(source)
+            if source.fd >= 0:
+                os.close(source.fd)
+            with self._lock:
+                del self._sources[producer]
+            os.close(source.lock_fd)
+
+    def _unread(self, source: _Source) -> bool:
+        seqs = _segments(self._dir).get(source.producer, [])
+        if any(seq > source.read_pos.seq for seq in seqs):
+            return True
+        try:
+            size = os.stat(self._dir / _segment_name(source.producer, source.read_pos.seq)).st_size
+        except FileNotFoundError:
+            return False
+        return size > source.read_pos.offset
 
     def _read_offset(self, producer: str) -> Position:
         try:
@@ -249,15 +309,18 @@ class QueueConsumer:
     def commit(self) -> None:
         """Persist, per producer, the position before which every item is settled."""
         for source in list(self._sources.values()):
-            with self._lock:
-                target = min(source.in_flight) if source.in_flight else source.read_pos
-            if target <= source.committed:
-                continue
-            tmp = self._dir / f"{source.producer}.offset.tmp"
-            tmp.write_text(f"{target.seq} {target.offset}\n")
-            os.replace(tmp, self._dir / f"{source.producer}.offset")
-            source.committed = target
-            self._delete_before(source.producer, target.seq)
+            self._commit_source(source)
+
+    def _commit_source(self, source: _Source) -> None:
+        with self._lock:
+            target = min(source.in_flight) if source.in_flight else source.read_pos
+        if target <= source.committed:
+            return
+        tmp = self._dir / f"{source.producer}.offset.tmp"
+        tmp.write_text(f"{target.seq} {target.offset}\n")
+        os.replace(tmp, self._dir / f"{source.producer}.offset")
+        source.committed = target
+        self._delete_before(source.producer, target.seq)
 
     def _delete_before(self, producer: str, seq: int) -> None:
         for old in _segments(self._dir).get(producer, []):

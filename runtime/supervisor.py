@@ -187,6 +187,7 @@ def _child_main(config: Config, child: Child) -> None:
         code = 1
     finally:
         with contextlib.suppress(Exception):
+            logging.shutdown()  # writes what a batched log writer still holds
             sys.stderr.flush()
         os._exit(code)
 

@@ -71,7 +71,7 @@ class BackgroundRunner:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now >= next_claim:
-                    self._consumer.claim()
+                    self._consumer.claim(time.monotonic())
                     next_claim = now + _CLAIM_INTERVAL_S
                 got = self._feed()
                 if now >= next_commit:

@@ -287,7 +287,7 @@ def test_summary_counts_only_processed_payments_grouped_by_processor(world: Worl
     assert "status = 'processed'" in sql
     assert "GROUP BY processor" in sql
     assert "requested_at" not in sql
-    assert call.kwargs == {}
+    assert call.kwargs == {"prepared": True}
 
 
 def test_summary_bounds_requested_at_inclusively_by_from_and_to(world: World) -> None:
@@ -303,6 +303,7 @@ def test_summary_bounds_requested_at_inclusively_by_from_and_to(world: World) ->
     assert "requested_at >= :start" in call.args[0]
     assert "requested_at <= :end" in call.args[0]
     assert call.kwargs == {
+        "prepared": True,
         "start": datetime(2025, 7, 10, 12, 0, tzinfo=UTC),
         "end": datetime(2025, 7, 10, 12, 30, tzinfo=UTC),
     }
@@ -314,7 +315,7 @@ def test_summary_takes_one_bound_alone(world: World) -> None:
     world.client.simulate_get("/payments-summary", params={"to": "2025-07-10T12:00:00Z"})
 
     [call] = world.database.run.call_args_list
-    assert call.kwargs == {"end": datetime(2025, 7, 10, 12, 0, tzinfo=UTC)}
+    assert call.kwargs == {"prepared": True, "end": datetime(2025, 7, 10, 12, 0, tzinfo=UTC)}
 
 
 @pytest.mark.parametrize("name", ["from", "to"])

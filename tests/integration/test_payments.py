@@ -250,6 +250,13 @@ def test_metrics_parse_and_add_up_both_instances(
         _purged(backend)
         ids = [backend.pay() for _ in range(60)]
         _assert_exactly_once(backend, ids, emulators)
+
+        def stored_attempts() -> float:  # attempt figures are flushed every 0.5 s
+            return _sample(
+                backend.request("GET", "/metrics")[1], "payment_requests_total", status="stored"
+            )
+
+        settle(lambda: stored_attempts() >= 60, timeout_s=10, what="attempt metrics flushed")
         _, text, _ = backend.request("GET", "/metrics")
     families = {family.name for family in text_string_to_metric_families(text)}
     assert {

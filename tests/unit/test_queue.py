@@ -358,3 +358,43 @@ def test_a_failed_write_raises_queue_full_naming_the_reason(
 
 def test_positions_order_by_segment_then_offset() -> None:
     assert Position(1, 900) < Position(2, 0) < Position(2, 1)
+
+
+def test_a_consumer_reads_its_own_instances_journal_and_leaves_the_others_at_first(
+    tmp_path: Path,
+) -> None:
+    for name in ("app1", "app2"):
+        producer = QueueProducer(tmp_path, name, 1 << 20)
+        producer.put(b'{"from":"%s"}' % name.encode())
+        producer.close()
+    consumer = QueueConsumer(tmp_path, owner="app1", takeover_s=5.0)
+    assert consumer.claim(now=100.0) == ["app1"]
+    assert consumer.claim(now=104.0) == ["app1"]
+
+
+def test_an_orphaned_journal_is_taken_over_after_takeover_s_and_handed_back_once_drained(
+    tmp_path: Path,
+) -> None:
+    producer = QueueProducer(tmp_path, "app2", 1 << 20)
+    producer.put(b'{"n":1}')
+    consumer = QueueConsumer(tmp_path, owner="app1", takeover_s=5.0)
+    assert consumer.claim(now=100.0) == []
+    assert consumer.claim(now=105.0) == ["app2"]
+    items = consumer.read(10)
+    assert [item.body for item in items] == [b'{"n":1}']
+    assert consumer.claim(now=106.0) == ["app2"]  # still in flight: kept
+    consumer.done(items[0])
+    assert consumer.claim(now=107.0) == []  # drained: handed back to its owner
+    owner = QueueConsumer(tmp_path, owner="app2")
+    assert owner.claim() == ["app2"]
+    assert owner.read(10) == []  # the taken-over item is not delivered again
+
+
+def test_a_journal_held_by_its_owner_is_never_taken_over(tmp_path: Path) -> None:
+    producer = QueueProducer(tmp_path, "app2", 1 << 20)
+    producer.put(b'{"n":1}')
+    owner = QueueConsumer(tmp_path, owner="app2")
+    assert owner.claim() == ["app2"]
+    other = QueueConsumer(tmp_path, owner="app1", takeover_s=5.0)
+    assert other.claim(now=100.0) == []
+    assert other.claim(now=200.0) == []

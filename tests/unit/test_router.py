@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -9,6 +10,11 @@ import pytest
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
 from runtime.config import RouterConfig
+
+
+def _frozen_clock() -> float:
+    return 0.0
+
 
 FEES = {"default": 0.05, "fallback": 0.15}
 HEALTHY = ProcessorView()
@@ -22,7 +28,9 @@ def router(
     slow_ms: float = 1500, max_wait_s: float = 0, latency: LatencyTracker | None = None
 ) -> Router:
     return Router(
-        RouterConfig(slow_ms=slow_ms, max_wait_s=max_wait_s), FEES, latency or LatencyTracker()
+        RouterConfig(slow_ms=slow_ms, max_wait_s=max_wait_s),
+        FEES,
+        latency or LatencyTracker(_frozen_clock),
     )
 
 
@@ -48,7 +56,9 @@ def test_the_cheapest_processor_wins_when_both_are_fast() -> None:
 
 
 def test_processors_are_ranked_by_fee_not_by_name() -> None:
-    cheap_fallback = Router(RouterConfig(), {"default": 0.15, "fallback": 0.05}, LatencyTracker())
+    cheap_fallback = Router(
+        RouterConfig(), {"default": 0.15, "fallback": 0.05}, LatencyTracker(_frozen_clock)
+    )
 
     assert cheap_fallback.choose({"default": HEALTHY, "fallback": HEALTHY}, 0, no_probe) == Route(
         "fallback"
@@ -81,7 +91,7 @@ def test_slow_means_at_or_above_slow_ms() -> None:
 
 
 def test_observed_latency_makes_a_processor_slow_even_when_its_health_says_fast() -> None:
-    latency = LatencyTracker()
+    latency = LatencyTracker(_frozen_clock)
     latency.observe("default", 3.0)
 
     views = {"default": HEALTHY, "fallback": HEALTHY}
@@ -90,7 +100,7 @@ def test_observed_latency_makes_a_processor_slow_even_when_its_health_says_fast(
 
 
 def test_reported_latency_counts_even_when_observed_latency_is_low() -> None:
-    latency = LatencyTracker()
+    latency = LatencyTracker(_frozen_clock)
     latency.observe("default", 0.010)
 
     views = {"default": SLOW, "fallback": HEALTHY}
@@ -226,7 +236,7 @@ def test_a_patient_payment_probes_the_cheap_half_open_processor_instead_of_going
 
 
 def test_latency_tracker_starts_at_zero_and_takes_the_first_observation_whole() -> None:
-    latency = LatencyTracker()
+    latency = LatencyTracker(_frozen_clock)
 
     assert latency.expected_ms("default") == 0.0
     latency.observe("default", 0.100)
@@ -234,9 +244,61 @@ def test_latency_tracker_starts_at_zero_and_takes_the_first_observation_whole() 
 
 
 def test_latency_tracker_moves_a_fifth_of_the_way_towards_each_new_observation() -> None:
-    latency = LatencyTracker()
+    latency = LatencyTracker(_frozen_clock)
     latency.observe("default", 0.100)
     latency.observe("default", 0.600)
 
     assert latency.expected_ms("default") == pytest.approx(200.0)
     assert latency.expected_ms("fallback") == 0.0
+
+
+def test_a_latency_observed_longer_ago_than_its_memory_no_longer_counts() -> None:
+    now = [100.0]
+    latency = LatencyTracker(lambda: now[0], memory_s=3.0)
+    latency.observe("default", 2.0)
+    assert latency.expected_ms("default") == 2000.0
+    now[0] = 103.0
+    assert latency.expected_ms("default") == 0.0
+
+
+def test_a_processor_avoided_for_slowness_is_chosen_again_once_its_health_says_it_is_fast() -> None:
+    now = [100.0]
+    latency = LatencyTracker(lambda: now[0], memory_s=3.0)
+    router = Router(RouterConfig(slow_ms=1500), FEES, latency)
+    latency.observe("default", 2.0)
+    healthy = {"default": ProcessorView(), "fallback": ProcessorView()}
+    assert router.choose(healthy, 0.0, lambda name: False) == Route("fallback")
+    now[0] = 104.0
+    assert router.choose(healthy, 0.0, lambda name: False) == Route("default")
+
+
+def test_a_processor_whose_attempts_suddenly_wait_much_longer_than_usual_counts_as_slow() -> None:
+    now = [100.0]
+    latency = LatencyTracker(lambda: now[0])
+    for _ in range(5):
+        latency.observe("default", 0.010)  # it has been answering in 10 ms
+    latency.begin("default")
+    now[0] += 0.1
+    assert latency.expected_ms("default") == pytest.approx(10.0)  # 100 ms: not yet suspect
+    now[0] += 0.2
+    assert latency.expected_ms("default") == math.inf  # 300 ms in flight: slow at once
+
+
+def test_an_attempt_that_answered_no_longer_counts_as_waiting() -> None:
+    now = [100.0]
+    latency = LatencyTracker(lambda: now[0])
+    token = latency.begin("default")
+    now[0] += 1.0
+    latency.observe("default", 1.0, token)
+    now[0] += 0.5
+    assert latency.expected_ms("default") == pytest.approx(1000.0)
+
+
+def test_a_half_open_processor_is_probed_rather_than_settling_for_a_slow_one() -> None:
+    router = Router(RouterConfig(slow_ms=1500), FEES, LatencyTracker(_frozen_clock))
+    views = {
+        "default": ProcessorView(min_response_ms=2000),
+        "fallback": ProcessorView(breaker_open=False, half_open=True),
+    }
+    assert router.choose(views, 0.0, lambda name: True) == Route("fallback", probe=True)
+    assert router.choose(views, 0.0, lambda name: False) == Route("default")
