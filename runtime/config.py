@@ -56,7 +56,9 @@ class QueueConfig:
 
     dir: str = "var/queue"
     segment_max_bytes: int = 16 * 1024 * 1024
-    commit_interval_ms: int = 20
+    commit_interval_ms: int = 100
+    """How often consumed positions are saved; items after it are redelivered after a crash
+    (background functions are idempotent), so this trades file writes for redelivery."""
     poll_interval_ms: int = 2
     """How often an idle consumer looks for new items."""
 

@@ -319,8 +319,10 @@ class QueueConsumer:
         tmp = self._dir / f"{source.producer}.offset.tmp"
         tmp.write_text(f"{target.seq} {target.offset}\n")
         os.replace(tmp, self._dir / f"{source.producer}.offset")
+        moved_segment = target.seq != source.committed.seq
         source.committed = target
-        self._delete_before(source.producer, target.seq)
+        if moved_segment:
+            self._delete_before(source.producer, target.seq)
 
     def _delete_before(self, producer: str, seq: int) -> None:
         for old in _segments(self._dir).get(producer, []):
