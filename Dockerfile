@@ -13,7 +13,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libev4 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --home-dir /app app \
- && mkdir -p /run/app /var/lib/app/queue /var/lib/app/state \
+ && mkdir -p /run/app /var/lib/app/queue /var/lib/app/state /var/lib/app/metrics \
  && chown -R app:app /run/app /var/lib/app
 COPY --from=wheels /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/* && rm -rf /wheels
@@ -23,6 +23,7 @@ COPY config/ config/
 COPY migrations/ migrations/
 COPY functions.yaml ./
 COPY functions/ functions/
+COPY payments/ payments/
 COPY runtime/ runtime/
 USER app
 CMD ["python", "-m", "runtime", "serve", "--instance", "app1"]

@@ -127,3 +127,23 @@ def test_app_containers_environment_is_a_valid_runtime_config(
     assert config.bind == f"unix:/run/app/{instance}.sock"
     assert config.postgres.host == "postgres"
     assert config.processors["default"].url == "http://payment-processor-default:8080"
+
+
+def test_the_image_carries_every_package_the_bundle_imports() -> None:
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", (ROOT / "Dockerfile").read_text(), re.M))
+    imported = set()
+    for source in [*ROOT.glob("functions/*.py"), *ROOT.glob("payments/*.py")]:
+        imported |= set(re.findall(r"^(?:from|import) (\w+)", source.read_text(), re.M))
+    local_packages = {name for name in imported if (ROOT / name / "__init__.py").exists()}
+    assert local_packages, "expected the bundle to import the project's own packages"
+    for package in sorted(local_packages):
+        assert f"{package}/" in copied, f"Dockerfile does not COPY {package}/"
+    for needed in ("functions.yaml", "migrations/", "config/"):
+        assert needed in copied
+
+
+def test_the_metrics_folder_is_shared_by_both_instances(spec: dict[str, Any]) -> None:
+    for name in ("app1", "app2"):
+        service = spec["services"][name]
+        folder = service["environment"]["APP__METRICS_DIR"]
+        assert any(volume.endswith(f":{folder}") for volume in service["volumes"])
