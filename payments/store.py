@@ -9,13 +9,11 @@ nothing is dropped.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -100,6 +98,36 @@ class _Kind(enum.Enum):
     PROCESSED = 3
 
 
+class _Slot:
+    """One caller's answer from the writer thread: a lock held until the answer is in.
+
+    Lighter than ``concurrent.futures.Future``, whose every wait builds a Condition and a
+    waiter lock: here a hand-off is one release and one acquire.
+    """
+
+    __slots__ = ("_done", "_error", "_result")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def fill(self, result: Any) -> None:
+        self._result = result
+        self._done.release()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.release()
+
+    def wait(self) -> Any:
+        self._done.acquire()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 class BatchWriter:
     """Runs queued operations in batches on its own connection, in its own thread."""
 
@@ -107,7 +135,7 @@ class BatchWriter:
         self._db = database
         self._batch_max = batch_max
         self._linger_s = linger_ms / 1000
-        self._ops: queue.SimpleQueue[tuple[_Kind, tuple, Future] | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[tuple[_Kind, tuple, _Slot] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="batch-writer", daemon=True)
         self._started = False
         self._stop = threading.Event()
@@ -149,9 +177,9 @@ class BatchWriter:
         self._submit(_Kind.PROCESSED, (correlation_id, amount, processor, requested_at))
 
     def _submit(self, kind: _Kind, args: tuple) -> Any:
-        future: Future = Future()
-        self._ops.put((kind, args, future))
-        return future.result()
+        slot = _Slot()
+        self._ops.put((kind, args, slot))
+        return slot.wait()
 
     def _loop(self) -> None:
         while True:
@@ -175,7 +203,7 @@ class BatchWriter:
                 if group:
                     self._run_group(kind, group)
 
-    def _run_group(self, kind: _Kind, group: list[tuple[_Kind, tuple, Future]]) -> None:
+    def _run_group(self, kind: _Kind, group: list[tuple[_Kind, tuple, _Slot]]) -> None:
         delay_s = _RETRY_INITIAL_S
         while True:
             try:
@@ -189,12 +217,11 @@ class BatchWriter:
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
                 continue
             except Exception as exc:
-                for _, _, future in group:
-                    with contextlib.suppress(Exception):
-                        future.set_exception(exc)
+                for _, _, slot in group:
+                    slot.fail(exc)
                 return
-            for (_, _, future), result in zip(group, results, strict=True):
-                future.set_result(result)
+            for (_, _, slot), result in zip(group, results, strict=True):
+                slot.fill(result)
             return
 
     def _execute(self, kind: _Kind, rows: list[tuple]) -> list[Any]:

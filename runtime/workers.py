@@ -44,7 +44,8 @@ class BackgroundRunner:
             FunctionContext(spec.name, deps, dict(spec.settings), spec.queue, stopping=stop)
         )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
-        self._work: queue_module.Queue[tuple[Item, int] | None] = queue_module.Queue()
+        # SimpleQueue is C: a hand-off costs one wake-up, not a Condition's several.
+        self._work: queue_module.SimpleQueue[tuple[Item, int] | None] = queue_module.SimpleQueue()
         self._free = spec.concurrency  # threads without an item; guarded by _busy_lock
         self._threads: list[threading.Thread] = []
         self._busy = 0  # items inside handle() now; abandoned ones stay unacknowledged
