@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ from stack.settings import EMULATOR_TOKEN
 
 NAMES = ("default", "fallback")
 _TIMEOUT_S = 5.0
+_IN_FLIGHT_MARGIN_S = 0.2
 _UNKNOWN_PAYMENT = "/payments/00000000-0000-0000-0000-000000000000"
 
 
@@ -66,9 +68,10 @@ class Processor:
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
 
-    def set_delay(self, delay_ms: int) -> None:
-        """Make every payment wait ``delay_ms`` before it is answered."""
-        self._admin("PUT", "/admin/configurations/delay", {"delay": delay_ms})
+    def set_delay(self, delay_ms: int) -> int:
+        """Make every payment wait ``delay_ms`` before it is answered; returns the old delay."""
+        answer = self._admin("PUT", "/admin/configurations/delay", {"delay": delay_ms})
+        return int(answer["was"]) if isinstance(answer, dict) and "was" in answer else 0
 
     def set_failure(self, failing: bool) -> None:
         """Make payments fail with 500 (without being stored) or succeed again."""
@@ -89,9 +92,15 @@ class Processor:
         return self._admin("GET", "/admin/payments-summary" + query)
 
     def reset(self) -> None:
-        """Back to the start of a test: no delay, not failing, nothing stored."""
-        self.set_delay(0)
+        """Back to the start of a test: no delay, not failing, nothing stored.
+
+        A payment sent before the reset may still be in its delay, and would be stored after
+        the purge; the old delay bounds how long it can sleep, so the purge waits that long.
+        """
+        old_delay_ms = self.set_delay(0)
         self.set_failure(False)
+        if old_delay_ms:
+            time.sleep(old_delay_ms / 1000 + _IN_FLIGHT_MARGIN_S)
         self.purge()
 
     def is_ready(self) -> bool:
