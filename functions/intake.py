@@ -26,7 +26,8 @@ class Intake:
         self._metrics = context.deps.metrics
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not req.content_type or not req.content_type.startswith(falcon.MEDIA_JSON):
+        media_type = (req.content_type or "").partition(";")[0].strip().lower()
+        if media_type != falcon.MEDIA_JSON:
             self._metrics.rejected.labels("content_type").inc()
             raise falcon.HTTPUnsupportedMediaType(
                 title="unsupported_media_type", description="send the body as application/json"

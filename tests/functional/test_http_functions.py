@@ -195,7 +195,16 @@ def test_intake_refuses_a_body_over_the_limit_with_413_and_queues_nothing(world:
     assert world.queued() == []
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        None,
+        "application/jsonx",
+        "application/json-patch+json",
+    ],
+)
 def test_intake_refuses_a_body_that_is_not_json_with_415(
     world: World, content_type: str | None
 ) -> None:
@@ -207,6 +216,16 @@ def test_intake_refuses_a_body_that_is_not_json_with_415(
         "detail": "send the body as application/json",
     }
     assert world.queued() == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json"]
+)
+def test_intake_takes_json_whatever_its_parameters_or_case(world: World, content_type: str) -> None:
+    result = post_payment(world, payment(), content_type=content_type)
+
+    assert result.status_code == 202
+    assert len(world.queued()) == 1
 
 
 class _FullDisk:
