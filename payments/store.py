@@ -68,6 +68,17 @@ SET status = 'processed', amount = excluded.amount, processor = excluded.process
 """
 
 
+# Each operation's tuple, in order: the array parameter each position fills.
+_CLAIM_COLUMNS = ("ids", "amounts", "processors", "requested", "intake")
+_ATTEMPT_COLUMNS = ("ids", "processors", "requested")
+_PROCESSED_COLUMNS = ("ids", "amounts", "processors", "requested")
+
+
+def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Rows of operation arguments as one list per column, for ``unnest`` over arrays."""
+    return {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+
+
 class ClaimState(enum.Enum):
     """What a claim found."""
 
@@ -228,38 +239,14 @@ class BatchWriter:
         if kind is _Kind.CLAIM:
             return self._claim(rows)
         if kind is _Kind.ATTEMPT:
-            ids, processors, requested = zip(*rows, strict=True)
-            self._db.run(
-                _ATTEMPT_SQL,
-                prepared=True,
-                ids=list(ids),
-                processors=list(processors),
-                requested=list(requested),
-            )
+            self._db.run(_ATTEMPT_SQL, prepared=True, **_columns(rows, _ATTEMPT_COLUMNS))
             return [None] * len(rows)
-        latest = {row[0]: row for row in rows}  # an upsert may touch a row once per statement
-        ids, amounts, processors, requested = zip(*latest.values(), strict=True)
-        self._db.run(
-            _PROCESSED_SQL,
-            prepared=True,
-            ids=list(ids),
-            amounts=list(amounts),
-            processors=list(processors),
-            requested=list(requested),
-        )
+        latest = list({row[0]: row for row in rows}.values())  # an upsert touches a row once
+        self._db.run(_PROCESSED_SQL, prepared=True, **_columns(latest, _PROCESSED_COLUMNS))
         return [None] * len(rows)
 
     def _claim(self, rows: list[tuple]) -> list[Claim]:
-        ids, amounts, processors, requested, intake = zip(*rows, strict=True)
-        found = self._db.run(
-            _CLAIM_SQL,
-            prepared=True,
-            ids=list(ids),
-            amounts=list(amounts),
-            processors=list(processors),
-            requested=list(requested),
-            intake=list(intake),
-        )
+        found = self._db.run(_CLAIM_SQL, prepared=True, **_columns(rows, _CLAIM_COLUMNS))
         by_id: dict[str, Claim] = {}
         for cid, claimed, purged, status, processor, amount, requested_at, attempted_at in found:
             if claimed:
