@@ -72,18 +72,19 @@ class Forwarder:
             self._active.add(correlation_id)
         started = self._clock.monotonic()
         try:
-            outcome = self._delivery.deliver(
+            delivered = self._delivery.deliver(
                 correlation_id, Decimal(item["amount"]), float(item["t"])
             )
         finally:
             with self._active_lock:
                 self._active.discard(correlation_id)
-        _log.info(
-            "payment outcome",
-            extra={
-                "correlation_id": correlation_id,
-                "outcome": outcome,
-                "amount": item["amount"],
-                "seconds": round(self._clock.monotonic() - started, 4),
-            },
-        )
+        fields = {
+            "correlation_id": correlation_id,
+            "outcome": delivered.outcome,
+            "amount": item["amount"],
+            "attempts": delivered.attempts,
+            "seconds": round(self._clock.monotonic() - started, 4),
+        }
+        if delivered.attempts > 1 or "lookup" in "".join(delivered.path):
+            fields["path"] = list(delivered.path)  # only when it took more than one step
+        _log.info("payment outcome", extra=fields)

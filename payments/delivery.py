@@ -73,6 +73,16 @@ class _Attempts:
     history: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """How a payment ended (``processed:default``, ``repeat``...) and the way there."""
+
+    outcome: str
+    attempts: int
+    path: tuple[str, ...]
+    """Each attempt's processor and answer, and each lookup, in order."""
+
+
 class Delivery:
     """Runs the state machine above for one payment at a time per calling thread."""
 
@@ -99,9 +109,14 @@ class Delivery:
         self._attempts = attempts
         self._stopping = stopping
 
-    def deliver(self, correlation_id: str, amount: Decimal, intake_s: float) -> str:
-        """Take the payment to its end state; returns how it ended (for the log)."""
+    def deliver(self, correlation_id: str, amount: Decimal, intake_s: float) -> Delivered:
+        """Take the payment to its end state; returns how it ended and how it got there."""
         state = _Attempts(correlation_id, amount, intake_s)
+        outcome = self._deliver(state)
+        return Delivered(outcome, state.attempts, tuple(state.history))
+
+    def _deliver(self, state: _Attempts) -> str:
+        correlation_id, amount, intake_s = state.correlation_id, state.amount, state.intake_s
         route = self._route(state)
         requested_ms = self._stamp()
         claim = self._writer.claim(
