@@ -1,0 +1,309 @@
+"""The fault suite: one fault at a time under a steady load, then a strict audit.
+
+    make up && .venv/bin/python -m stack.faults [--rate 200] [--seconds 12] [SCENARIO ...]
+
+For each scenario: payments are posted through Nginx at ``--rate`` for ``--seconds``; the fault
+is injected a quarter of the way in and undone (where it has an undo) half-way; then the suite
+waits for every accepted payment to be recorded, asks both processors for every id, and
+compares our summary with theirs. A service the fault kills outright (Memcached, PostgreSQL) is
+started again with its recorded command line, as a container's restart policy would. It prints
+one row a scenario: accepted, refused (non-2xx: we refuse rather than accept what we might
+lose), lost, charged twice, seconds until ``/health`` was green again, totals equal. It exits
+non-zero if anything was lost or charged twice, or the totals differ.
+
+Runs against the stack in ``STACK_DIR`` (``make up``); loopback only; every loop bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack import daemons
+from stack.audit import check_each, our_summary, totals_equal
+from stack.processors import Processors
+from stack.services import Layout
+from stack.settings import PROJECT_ROOT, StackSettings
+
+_POST_TIMEOUT_S = 1.5
+_SENDERS = 32
+_SETTLE_TIMEOUT_S = 120.0
+_HEALTH_TIMEOUT_S = 60.0
+_HEALTH_POLL_S = 0.1
+_RED_WINDOW_S = 3.0
+"""How long after the fault /health is watched for going red at all."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to break, and how to mend it (``None``: the stack must mend itself)."""
+
+    name: str
+    inject: Callable[[], None]
+    undo: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One scenario's result."""
+
+    scenario: str
+    accepted: int
+    refused: int
+    lost: int
+    duplicated: int
+    recover_s: float
+    totals_equal: bool
+
+
+class Stack:
+    """The running stack's processes, as its pid files and the supervisors' logs tell."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.processors: Processors = Layout(settings).processors()
+
+    def record(self, name: str) -> daemons.PidRecord:
+        """A service's pid record."""
+        for record in daemons.read_records(self.settings.pids_dir):
+            if record.name == name:
+                return record
+        raise LookupError(f"no running service named {name} in {self.settings.pids_dir}")
+
+    def child_pid(self, instance: str, role: str) -> int:
+        """The current pid of one supervisor child (``http``, ``forwarder-0``)."""
+        pid = 0
+        for line in Path(self.record(instance).log).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "started" and entry.get("child") == role:
+                pid = int(entry["child_pid"])
+        if not pid:
+            raise LookupError(f"{instance} has started no {role}")
+        return pid
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a whole service (its process group); SIGKILL unless told otherwise."""
+        record = self.record(name)
+        os.killpg(record.pid, sig)
+
+    def restart_service(self, name: str) -> None:
+        """Start a killed service again with the command line it was started with."""
+        record = self.record(name)
+        deadline = time.monotonic() + 10
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemons.spawn(
+            record.name,
+            record.argv,
+            order=record.order,
+            env=os.environ,
+            cwd=PROJECT_ROOT,
+            log_path=Path(record.log),
+            pid_path=self.settings.pids_dir / f"{record.name}.pid",
+            stop_signal=record.stop_signal,
+        )
+
+    def healthy(self) -> bool:
+        """Whether ``/health`` through Nginx answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+def faults(stack: Stack) -> dict[str, Fault]:
+    """Every scenario by name."""
+
+    def kill_child(instance: str, role: str) -> Callable[[], None]:
+        return lambda: os.kill(stack.child_pid(instance, role), signal.SIGKILL)
+
+    def processor_failing(failing: bool) -> Callable[[], None]:
+        return lambda: stack.processors.default.set_failure(failing)
+
+    def emulator_signal(sig: int) -> Callable[[], None]:
+        return lambda: os.kill(stack.record("payment-processor-default").pid, sig)
+
+    return {
+        fault.name: fault
+        for fault in [
+            Fault("kill app1 http", kill_child("app1", "http")),
+            Fault("kill app2 http", kill_child("app2", "http")),
+            Fault("kill app1 forwarder", kill_child("app1", "forwarder-0")),
+            Fault("kill app2 forwarder", kill_child("app2", "forwarder-0")),
+            Fault(
+                "kill memcached",
+                lambda: stack.kill_service("memcached"),
+                lambda: stack.restart_service("memcached"),
+            ),
+            Fault(
+                # SIGQUIT to the postmaster is what `pg_ctl stop -m immediate` sends.
+                "postgres immediate stop",
+                lambda: stack.kill_service("postgres", signal.SIGQUIT),
+                lambda: stack.restart_service("postgres"),
+            ),
+            Fault("default answers 500", processor_failing(True), processor_failing(False)),
+            Fault(
+                "default hangs (SIGSTOP)",
+                emulator_signal(signal.SIGSTOP),
+                emulator_signal(signal.SIGCONT),
+            ),
+            Fault("reload nginx", lambda: os.kill(stack.record("nginx").pid, signal.SIGHUP)),
+        ]
+    }
+
+
+def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row:
+    """Load, inject, undo, settle, audit."""
+    for processor in stack.processors:
+        processor.reset()
+    request = urllib.request.Request(f"{stack.url}/purge-payments", method="POST")
+    urllib.request.urlopen(request, timeout=5).read()
+    accepted: list[str] = []
+    refused = 0
+    lock = threading.Lock()
+
+    def send(_: int) -> None:
+        nonlocal refused
+        correlation_id = str(uuid.uuid4())
+        body = f'{{"correlationId":"{correlation_id}","amount":19.90}}'.encode()
+        post = urllib.request.Request(
+            f"{stack.url}/payments",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(post, timeout=_POST_TIMEOUT_S) as response:
+                ok = 200 <= response.status < 300
+        except (urllib.error.URLError, OSError):
+            ok = False
+        with lock:
+            if ok:
+                accepted.append(correlation_id)
+            else:
+                refused += 1
+
+    total = int(rate * seconds)
+    injected_at = undone = None
+    watcher = _HealthWatcher(stack.healthy)
+    started = time.monotonic()
+    with ThreadPoolExecutor(_SENDERS) as pool:
+        for index in range(total):
+            due = started + index / rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            if injected_at is None and index >= total // 4:
+                fault.inject()
+                injected_at = time.monotonic()
+                watcher.start(injected_at)
+            if undone is None and fault.undo is not None and index >= total // 2:
+                fault.undo()
+                undone = time.monotonic()
+            pool.submit(send, index)
+    assert injected_at is not None
+    recover_s = watcher.result()
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            summary = our_summary(stack.url)
+            if sum(part["totalRequests"] for part in summary.values()) >= len(accepted):
+                break
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    holdings = check_each(accepted, stack.processors)
+    equal, _ = totals_equal(stack.url, stack.processors)
+    return Row(
+        fault.name,
+        len(accepted),
+        refused,
+        len(holdings.lost),
+        len(holdings.duplicated),
+        recover_s,
+        equal,
+    )
+
+
+class _HealthWatcher:
+    """From the fault on, polls ``/health``: recovery is when it is green again after having
+    gone red (0 if it never went red)."""
+
+    def __init__(self, healthy: Callable[[], bool]) -> None:
+        self._healthy = healthy
+        self._recovered_s: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, since: float) -> None:
+        self._thread = threading.Thread(target=self._watch, args=(since,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, since: float) -> None:
+        went_red = False
+        deadline = since + _HEALTH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._healthy():
+                self._recovered_s = round(time.monotonic() - since, 1) if went_red else 0.0
+                if went_red or time.monotonic() - since > _RED_WINDOW_S:
+                    return
+            else:
+                went_red = True
+            time.sleep(_HEALTH_POLL_S)
+
+    def result(self) -> float:
+        if self._thread is not None:
+            self._thread.join(timeout=_HEALTH_TIMEOUT_S)
+        return float("inf") if self._recovered_s is None else self._recovered_s
+
+
+def main() -> None:
+    """Run the chosen scenarios (all by default) and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", help="names from the table (default: all)")
+    parser.add_argument("--rate", type=float, default=200.0, help="payments per second")
+    parser.add_argument("--seconds", type=float, default=12.0, help="load per scenario")
+    args = parser.parse_args()
+    stack = Stack(StackSettings.from_env(os.environ))
+    if not stack.healthy():
+        sys.exit(f"no healthy stack at {stack.url}: run `make up` first")
+    table = faults(stack)
+    chosen = args.scenarios or list(table)
+    unknown = [name for name in chosen if name not in table]
+    if unknown:
+        sys.exit(f"unknown scenario {unknown[0]!r}; choose from: {', '.join(table)}")
+    rows = []
+    print(
+        f"{'scenario':26s} {'accepted':>8s} {'refused':>8s} {'lost':>5s} {'twice':>6s} "
+        f"{'recover s':>9s} totals"
+    )
+    for name in chosen:
+        row = run_scenario(stack, table[name], args.rate, args.seconds)
+        rows.append(row)
+        print(
+            f"{row.scenario:26s} {row.accepted:8d} {row.refused:8d} {row.lost:5d} "
+            f"{row.duplicated:6d} {row.recover_s:9.1f} {'equal' if row.totals_equal else 'DIFF'}",
+            flush=True,
+        )
+    failed = any(row.lost or row.duplicated or not row.totals_equal for row in rows)
+    print("RESULT: " + ("FAIL" if failed else "PASS"))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
