@@ -171,10 +171,12 @@ def _child_main(config: Config, child: Child) -> None:
     try:
         _die_with_parent()
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         if child.stop_signal == signal.SIGINT:
+            # bjoern leaves its loop on SIGINT by itself; SIGTERM stays deadly.
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        else:
+            _stop_on_signals(stop)
         threaded = child.stop_signal != signal.SIGINT  # every child but the HTTP server
         setup_logging(config.logging.level, f"{config.instance}/{child.name}", threaded=threaded)
         child.target(stop)
@@ -190,6 +192,24 @@ def _child_main(config: Config, child: Child) -> None:
             logging.shutdown()  # writes what a batched log writer still holds
             sys.stderr.flush()
         os._exit(code)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT, from a thread of its own.
+
+    Not from a signal handler: a handler runs in the main thread between two bytecodes,
+    possibly while that thread holds ``stop``'s own lock inside ``stop.wait()``, and
+    ``stop.set()`` would then wait for that lock forever (a child orphaned that way kept its
+    journal locked). Blocked in every thread, the signals wait for ``sigwait`` instead.
+    """
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # before any thread: all inherit it
+
+    def wait_for_signal() -> None:
+        signal.sigwait(signals)
+        stop.set()
+
+    threading.Thread(target=wait_for_signal, name="stop-signals", daemon=True).start()
 
 
 def _die_with_parent() -> None:
