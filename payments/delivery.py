@@ -9,6 +9,8 @@ holds).
 States and transitions (``Outcome`` is what an attempt says about the processor's store)::
 
     NEW ── claim row in PostgreSQL (pending, processor P, requestedAt r) ──► SENDING(P)
+           (a whole batch in one statement, all routed alike; a payment no
+           processor can take at once routes on its own, waiting, then claims)
         ├─ row already processed ─────────────────────────────────────────► DONE (repeat)
         ├─ row accepted before the last purge ────────────────────────────► DONE (dropped)
         └─ row pending at P (we crashed mid-attempt, or a repeat is live) ► PINNED(P)
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -47,7 +50,7 @@ from payments.isotime import format_epoch_ms, from_epoch_ms, parse
 from payments.processors import AttemptResult, Outcome, ProcessorClient, ProcessorError
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import SharedState
-from payments.store import BatchWriter, ClaimState
+from payments.store import BatchWriter, Claim, ClaimState
 from runtime.config import ForwarderConfig
 from runtime.deps import Clock
 from runtime.metrics import AttemptRecorder
@@ -59,6 +62,24 @@ class Stopping(Exception):
     """The worker is shutting down; the item stays in the queue and is delivered later."""
 
 
+@dataclass(frozen=True)
+class Payment:
+    """A payment as the queue holds it: id, amount and when intake accepted it (epoch s)."""
+
+    correlation_id: str
+    amount: Decimal
+    intake_s: float
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a batch claim found for one payment, and the attempt it was claimed for."""
+
+    claim: Claim
+    route: Route
+    requested_ms: int
+
+
 @dataclass
 class _Attempts:
     """One payment's delivery so far."""
@@ -66,6 +87,7 @@ class _Attempts:
     correlation_id: str
     amount: Decimal
     intake_s: float
+    settled: Callable[[], None] | None = None
     pinned_to: str | None = None
     last_uncertain_s: float = 0.0
     attempts: int = 0
@@ -109,35 +131,87 @@ class Delivery:
         self._attempts = attempts
         self._stopping = stopping
 
-    def deliver(self, correlation_id: str, amount: Decimal, intake_s: float) -> Delivered:
-        """Take the payment to its end state; returns how it ended and how it got there."""
-        state = _Attempts(correlation_id, amount, intake_s)
-        outcome = self._deliver(state)
+    def claim_many(self, payments: list[Payment]) -> list[Claimed | None]:
+        """Claim a batch in one statement, each for the processor the router names now
+        (one of them may be a half-open breaker's probe). ``None`` for a payment that no
+        processor can take at once: ``deliver`` routes and claims it on its own, waiting."""
+        if not payments:
+            return []
+        views = self._shared.snapshot()
+        waited_s = self._clock.now() - max(payment.intake_s for payment in payments)
+        first = self._router.choose(views, waited_s, self._may_probe)
+        rest = first
+        if first is not None and first.probe:  # one probe; the rest go where they would
+            rest = self._router.choose(views, waited_s, _no_probe)
+        routes = [first, *[rest] * (len(payments) - 1)]
+        requested_ms = self._stamp()
+        requested_at = from_epoch_ms(requested_ms)
+        taken = [(p, route) for p, route in zip(payments, routes, strict=True) if route]
+        if not taken:
+            return [None] * len(payments)
+        claims = iter(
+            self._writer.claim(
+                [
+                    (
+                        p.correlation_id,
+                        p.amount,
+                        route.processor,
+                        requested_at,
+                        from_epoch_ms(int(p.intake_s * 1000)),
+                    )
+                    for p, route in taken
+                ]
+            )
+        )
+        return [Claimed(next(claims), route, requested_ms) if route else None for route in routes]
+
+    def deliver(
+        self,
+        payment: Payment,
+        claimed: Claimed | None = None,
+        settled: Callable[[], None] | None = None,
+    ) -> Delivered:
+        """Take the payment to its end state, from its batch claim if it has one; returns how
+        it ended and how it got there.
+
+        Without ``settled``, returns once the end state is committed. With it, may return
+        before: ``settled`` is called exactly once, when the end state is committed (from the
+        writer's thread), or not at all if this raises.
+        """
+        state = _Attempts(payment.correlation_id, payment.amount, payment.intake_s, settled)
+        outcome = self._deliver(state, claimed)
         return Delivered(outcome, state.attempts, tuple(state.history))
 
-    def _deliver(self, state: _Attempts) -> str:
-        correlation_id, amount, intake_s = state.correlation_id, state.amount, state.intake_s
-        route = self._route(state)
-        requested_ms = self._stamp()
-        claim = self._writer.claim(
-            correlation_id,
-            amount,
-            route.processor,
-            from_epoch_ms(requested_ms),
-            from_epoch_ms(int(intake_s * 1000)),
-        )
-        if claim.state is ClaimState.PROCESSED:
-            return "repeat"
-        if claim.state is ClaimState.PURGED:
-            return "purged"
+    def _deliver(self, state: _Attempts, claimed: Claimed | None) -> str:
+        if claimed is None:
+            route = self._route(state)
+            requested_ms = self._stamp()
+            [claim] = self._writer.claim(
+                [
+                    (
+                        state.correlation_id,
+                        state.amount,
+                        route.processor,
+                        from_epoch_ms(requested_ms),
+                        from_epoch_ms(int(state.intake_s * 1000)),
+                    )
+                ]
+            )
+            claimed = Claimed(claim, route, requested_ms)
+        claim = claimed.claim
+        if claim.state in (ClaimState.PROCESSED, ClaimState.PURGED):
+            if state.settled is not None:
+                state.settled()  # nothing to write: settled already
+            return "repeat" if claim.state is ClaimState.PROCESSED else "purged"
         if claim.state is ClaimState.PENDING:
             # Its last attempt may still land at that processor: only it may be asked.
             assert claim.processor is not None
-            state.amount = Decimal(claim.amount) if claim.amount is not None else amount
+            if claim.amount is not None:
+                state.amount = Decimal(claim.amount)
             state.pinned_to = claim.processor
             state.last_uncertain_s = claim.attempted_at or self._clock.now()
             return self._run(state, None, 0)
-        return self._run(state, route, requested_ms)
+        return self._run(state, claimed.route, claimed.requested_ms)
 
     def _run(self, state: _Attempts, route: Route | None, requested_ms: int) -> str:
         """The loop of SENDING, PINNED and ROUTING until the payment is DONE."""
@@ -155,7 +229,11 @@ class Delivery:
             route = None
             if result.outcome is Outcome.STORED:
                 self._writer.record_processed(
-                    state.correlation_id, state.amount, processor, from_epoch_ms(requested_ms)
+                    state.correlation_id,
+                    state.amount,
+                    processor,
+                    from_epoch_ms(requested_ms),
+                    then=state.settled,
                 )
                 return f"processed:{processor}"
             if result.outcome is Outcome.ALREADY_STORED:
@@ -199,7 +277,7 @@ class Delivery:
                 return None
             requested_at: datetime = parse(held.requested_at)
             self._writer.record_processed(
-                state.correlation_id, held.amount, processor, requested_at
+                state.correlation_id, held.amount, processor, requested_at, then=state.settled
             )
             return f"processed:{processor}:confirmed"
 
@@ -252,3 +330,7 @@ class Delivery:
     def _stamp(self) -> int:
         """Now, in whole milliseconds: the ``requestedAt`` of the attempt about to be sent."""
         return int(self._clock.now() * 1000)
+
+
+def _no_probe(processor: str) -> bool:
+    return False

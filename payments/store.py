@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -70,6 +71,8 @@ SET status = 'processed', amount = excluded.amount, processor = excluded.process
 
 # Each operation's tuple, in order: the array parameter each position fills.
 _CLAIM_COLUMNS = ("ids", "amounts", "processors", "requested", "intake")
+ClaimRow = tuple[str, Decimal, str, datetime, datetime]
+"""A claim: correlation id, amount, the first attempt's processor and requestedAt, intake."""
 _ATTEMPT_COLUMNS = ("ids", "processors", "requested")
 _PROCESSED_COLUMNS = ("ids", "amounts", "processors", "requested")
 
@@ -139,17 +142,54 @@ class _Slot:
         return self._result
 
 
-class BatchWriter:
-    """Runs queued operations in batches on its own connection, in its own thread."""
+class _Then:
+    """A caller that does not wait: ``then`` runs on the writer thread once committed."""
 
-    def __init__(self, database: Database, batch_max: int, linger_ms: float = 0.0) -> None:
+    __slots__ = ("_then", "_what")
+
+    def __init__(self, then: Callable[[], None], what: str) -> None:
+        self._then = then
+        self._what = what
+
+    def fill(self, result: Any) -> None:
+        self._then()
+
+    def fail(self, error: BaseException) -> None:
+        # Not committed, so not acknowledged: the payment is redelivered after a restart and
+        # its claim, pinned to the processor that holds it, finds it there.
+        _log.error(
+            "write failed; its queue item stays unacknowledged",
+            extra={"correlation_id": self._what, "error": repr(error)},
+        )
+
+
+_Op = tuple[_Kind, list[tuple], "_Slot | _Then"]
+"""One queued operation: its kind, its rows, and who gets the answer."""
+_FLUSH: Any = object()
+
+
+class BatchWriter:
+    """Runs queued operations in batches on its own connection, in its own thread.
+
+    While PostgreSQL is away, a batch is retried until it commits; once ``stopping`` is set,
+    it fails instead, so a stopping process is never held up by an outage. Writes nobody
+    waits on (``then``) wait up to ``linger_ms`` for company, unless a waiting one arrives.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        batch_max: int,
+        linger_ms: float = 0.0,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self._db = database
         self._batch_max = batch_max
         self._linger_s = linger_ms / 1000
-        self._ops: queue.SimpleQueue[tuple[_Kind, tuple, _Slot] | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="batch-writer", daemon=True)
         self._started = False
-        self._stop = threading.Event()
+        self._stopping = stopping or threading.Event()
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -159,80 +199,117 @@ class BatchWriter:
 
     def stop(self) -> None:
         """Finish what is queued, then stop."""
-        self._stop.set()
         self._ops.put(None)
         if self._started:
             self._thread.join(timeout=10)
 
-    def claim(
+    def claim(self, rows: list[ClaimRow]) -> list[Claim]:
+        """Record new payments as pending at their first attempt's processor, in one
+        statement; for each row, say what already existed instead, if anything."""
+        return self._submit(_Kind.CLAIM, rows)
+
+    def record_attempt(self, correlation_id: str, processor: str, requested_at: datetime) -> None:
+        """Note, before sending, which processor the next attempt goes to and when."""
+        self._submit(_Kind.ATTEMPT, [(correlation_id, processor, requested_at)])
+
+    def record_processed(
         self,
         correlation_id: str,
         amount: Decimal,
         processor: str,
         requested_at: datetime,
-        intake_at: datetime,
-    ) -> Claim:
-        """Record a new payment as pending at ``processor``, or say what already exists."""
-        return self._submit(
-            _Kind.CLAIM, (correlation_id, amount, processor, requested_at, intake_at)
-        )
-
-    def record_attempt(self, correlation_id: str, processor: str, requested_at: datetime) -> None:
-        """Note, before sending, which processor the next attempt goes to and when."""
-        self._submit(_Kind.ATTEMPT, (correlation_id, processor, requested_at))
-
-    def record_processed(
-        self, correlation_id: str, amount: Decimal, processor: str, requested_at: datetime
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Record that ``processor`` holds the payment; returns once committed."""
-        self._submit(_Kind.PROCESSED, (correlation_id, amount, processor, requested_at))
+        """Record that ``processor`` holds the payment. Without ``then``, returns once
+        committed; with it, returns at once and ``then`` is called once committed."""
+        rows = [(correlation_id, amount, processor, requested_at)]
+        if then is None:
+            self._submit(_Kind.PROCESSED, rows)
+        else:
+            self._ops.put((_Kind.PROCESSED, rows, _Then(then, correlation_id)))
 
-    def _submit(self, kind: _Kind, args: tuple) -> Any:
+    def _submit(self, kind: _Kind, rows: list[tuple]) -> Any:
+        if not rows:
+            return []
         slot = _Slot()
-        self._ops.put((kind, args, slot))
+        self._ops.put((kind, rows, slot))
         return slot.wait()
 
     def _loop(self) -> None:
+        # Writes nobody waits on (``then``) gather here for up to the linger, so a trickle of
+        # them becomes one statement; a write somebody waits on goes at the next turn.
+        held: list[_Op] = []
+        held_rows = 0
+        deadline = 0.0
         while True:
-            first = self._ops.get()
-            if first is None:
+            try:
+                if held:
+                    op = self._ops.get(timeout=max(deadline - time.monotonic(), 0))
+                else:
+                    op = self._ops.get()
+            except queue.Empty:
+                op = _FLUSH
+            if op is None:
+                self._run(held)
                 return
-            batch = [first]
-            if self._linger_s:
-                time.sleep(self._linger_s)  # let the other threads' operations join this batch
-            while len(batch) < self._batch_max:
+            if op is _FLUSH:
+                self._run(held)
+                held, held_rows = [], 0
+                continue
+            batch = [op]
+            while len(batch) < self._batch_max:  # whatever else is queued joins this turn
                 try:
-                    op = self._ops.get_nowait()
+                    more = self._ops.get_nowait()
                 except queue.Empty:
                     break
-                if op is None:
+                if more is None:
                     self._ops.put(None)
                     break
-                batch.append(op)
-            for kind in _Kind:
-                group = [op for op in batch if op[0] is kind]
-                if group:
-                    self._run_group(kind, group)
+                batch.append(more)
+            waited_on = [op for op in batch if isinstance(op[2], _Slot)]
+            for op in batch:
+                if not isinstance(op[2], _Slot):
+                    if not held:
+                        deadline = time.monotonic() + self._linger_s
+                    held.append(op)
+                    held_rows += len(op[1])
+            if held_rows >= self._batch_max or not self._linger_s:
+                waited_on += held
+                held, held_rows = [], 0
+            self._run(waited_on)
 
-    def _run_group(self, kind: _Kind, group: list[tuple[_Kind, tuple, _Slot]]) -> None:
+    def _run(self, ops: list[_Op]) -> None:
+        for kind in _Kind:
+            group = [op for op in ops if op[0] is kind]
+            if group:
+                self._run_group(kind, group)
+
+    def _run_group(self, kind: _Kind, group: list[_Op]) -> None:
+        rows = [row for _, op_rows, _ in group for row in op_rows]
         delay_s = _RETRY_INITIAL_S
         while True:
             try:
-                results = self._execute(kind, [args for _, args, _ in group])
+                results = self._execute(kind, rows)
             except DatabaseUnavailable as exc:
+                if self._stopping.is_set():
+                    for _, _, slot in group:
+                        slot.fail(exc)
+                    return
                 _log.warning(
                     "postgres unavailable; batch kept for retry",
-                    extra={"error": str(exc), "ops": len(group), "retry_in_s": delay_s},
+                    extra={"error": str(exc), "ops": len(rows), "retry_in_s": delay_s},
                 )
-                time.sleep(delay_s)
+                self._stopping.wait(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
                 continue
             except Exception as exc:
                 for _, _, slot in group:
                     slot.fail(exc)
                 return
-            for (_, _, slot), result in zip(group, results, strict=True):
-                slot.fill(result)
+            start = 0
+            for _, op_rows, slot in group:
+                slot.fill(results[start : start + len(op_rows)])
+                start += len(op_rows)
             return
 
     def _execute(self, kind: _Kind, rows: list[tuple]) -> list[Any]:
@@ -258,7 +335,17 @@ class BatchWriter:
             else:
                 claim = Claim(ClaimState.PENDING, processor, amount, requested_at, attempted_at)
             by_id.setdefault(cid, claim)
-        return [by_id[row[0]] for row in rows]
+        claims = []
+        seen: set[str] = set()
+        for row in rows:
+            claim = by_id[row[0]]
+            if row[0] in seen and claim.state is ClaimState.CLAIMED:
+                # The same id twice in one batch: the first copy owns the claim, the second
+                # finds it pending, like a repeat that arrives a moment later.
+                claim = Claim(ClaimState.PENDING, row[2], row[1], None, None)
+            seen.add(row[0])
+            claims.append(claim)
+        return claims
 
 
 @dataclass(frozen=True)

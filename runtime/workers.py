@@ -1,10 +1,20 @@
 """Run background (queue) and scheduled functions, each in its own process.
 
-A background function's ``handle(item)`` is called from a pool of ``concurrency`` threads, so
-hundreds of items can wait on the network at once; the runner reads the queue only as fast as
-threads free up, which leaves the backlog in the durable journal rather than in memory. An item
-is acknowledged only when ``handle`` returns; if it raises, the item is handed to it again after
-a backoff, so a bug or an outage never drops a payment.
+A background function's ``handle(message)`` is called from a pool of ``concurrency`` threads,
+so hundreds of items can wait on the network at once; the runner reads the queue only as fast
+as threads free up, which leaves the backlog in the durable journal rather than in memory.
+
+An item is acknowledged when ``handle`` returns, or, if the function took the acknowledgement
+over with ``message.defer()``, when it calls what ``defer`` returned (once its own effect is
+durable: the forwarder's is a database commit, and its thread moves on meanwhile). If
+``handle`` raises, the item is handed to it again after a backoff, so a bug or an outage never
+drops a payment; unacknowledged items are redelivered after a restart.
+
+A function may also define ``prepare(messages)``: the runner calls it with each batch it read,
+before dispatch, so per-item work that batches well (the forwarder's claims in PostgreSQL) costs
+one round trip per batch instead of one per item. It returns the messages to dispatch, and may
+attach a ``note`` to each for ``handle``; those it leaves out are acknowledged. If it raises,
+the batch is dispatched without notes, as if there were no ``prepare``.
 """
 
 from __future__ import annotations
@@ -31,6 +41,35 @@ _DRAIN_TIMEOUT_S = 10.0
 _IDLE_POLL_MAX_S = 0.02
 
 
+class Message:
+    """One queue item on its way through a background function.
+
+    ``body`` is the item's JSON, parsed; ``note`` is what ``prepare`` attached, if anything;
+    ``failures`` counts the earlier calls of ``handle`` that raised.
+    """
+
+    __slots__ = ("_ack", "_deferred", "body", "failures", "item", "note")
+
+    def __init__(self, item: Item, body: Any, ack: Callable[[Item], None]) -> None:
+        self.item = item
+        self.body = body
+        self.note: Any = None
+        self.failures = 0
+        self._ack = ack
+        self._deferred = False
+
+    def defer(self) -> Callable[[], None]:
+        """Take the acknowledgement over: the item is settled when the returned callable is
+        called, from any thread, and not when ``handle`` returns. Call it once the item's
+        effect is durable; never calling it leaves the item for redelivery after a restart."""
+        self._deferred = True
+        return self.ack
+
+    def ack(self) -> None:
+        """Settle the item: it is never handed out again."""
+        self._ack(self.item)
+
+
 class BackgroundRunner:
     """Feeds one background function from its queue with up to ``concurrency`` items in flight."""
 
@@ -43,9 +82,13 @@ class BackgroundRunner:
         self._handler = spec.handler(
             FunctionContext(spec.name, deps, dict(spec.settings), spec.queue, stopping=stop)
         )
+        prepare = getattr(self._handler, "prepare", None)
+        self._prepare: Callable[[list[Message]], list[Message]] | None = (
+            prepare if callable(prepare) else None
+        )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
         # SimpleQueue is C: a hand-off costs one wake-up, not a Condition's several.
-        self._work: queue_module.SimpleQueue[tuple[Item, int] | None] = queue_module.SimpleQueue()
+        self._work: queue_module.SimpleQueue[Message | None] = queue_module.SimpleQueue()
         self._free = spec.concurrency  # threads without an item; guarded by _busy_lock
         self._threads: list[threading.Thread] = []
         self._busy = 0  # items inside handle() now; abandoned ones stay unacknowledged
@@ -91,17 +134,56 @@ class BackgroundRunner:
             self._drain()
 
     def _feed(self) -> int:
-        """Read as many items as there are free threads and hand them over."""
+        """Read as many items as there are free threads, prepare them and hand them over."""
         with self._busy_lock:
             free = self._free
         if not free:
             return 0
         items = self._consumer.read(free)
+        if not items:
+            return 0
+        messages = [message for item in items if (message := self._message(item)) is not None]
+        dispatch = self._prepared(messages)
+        if self._stop.is_set():
+            return len(items)  # not handed out: left unacknowledged for the next run
         with self._busy_lock:
-            self._free -= len(items)
-        for item in items:
-            self._work.put((item, 0))
+            self._free -= len(dispatch)
+        for message in dispatch:
+            self._work.put(message)
         return len(items)
+
+    def _message(self, item: Item) -> Message | None:
+        try:
+            body = json.loads(item.body)
+        except ValueError:
+            # Only corruption makes a record unreadable; retrying cannot mend it.
+            _log.error(
+                "unreadable queue record acknowledged",
+                extra={"function": self._spec.name, "record": item.body[:200]},
+            )
+            self._consumer.done(item)
+            return None
+        return Message(item, body, self._consumer.done)
+
+    def _prepared(self, messages: list[Message]) -> list[Message]:
+        """The messages to dispatch after ``prepare``; those it leaves out are acknowledged."""
+        if self._prepare is None or not messages:
+            return messages
+        try:
+            kept = self._prepare(messages)
+        except Exception:
+            _log.exception(
+                "prepare failed; the batch is handled item by item",
+                extra={"function": self._spec.name, "items": len(messages)},
+            )
+            for message in messages:
+                message.note = None
+            return messages
+        kept_ids = {id(message) for message in kept}
+        for message in messages:
+            if id(message) not in kept_ids:
+                message.ack()
+        return kept
 
     def _release_slot(self) -> None:
         with self._busy_lock:
@@ -109,46 +191,38 @@ class BackgroundRunner:
 
     def _work_loop(self) -> None:
         while True:
-            entry = self._work.get()
-            if entry is None:
+            message = self._work.get()
+            if message is None:
                 return
-            item, failures = entry
             with self._busy_lock:
                 self._busy += 1
+            message._deferred = False
             try:
-                body = json.loads(item.body)
-            except ValueError:
-                # Only corruption makes a record unreadable; retrying cannot mend it.
-                _log.error(
-                    "unreadable queue record acknowledged",
-                    extra={"function": self._spec.name, "record": item.body[:200]},
-                )
-                body = None
-            try:
-                if body is not None:
-                    self._handler.handle(body)
+                self._handler.handle(message)
             except Exception:
                 self._leave()
                 if self._stop.is_set():  # shutting down: leave the item for the next run
                     self._release_slot()
                     continue
-                failures += 1
-                delay_s = min(_RETRY_INITIAL_S * 2**failures, _RETRY_MAX_S)
+                message.failures += 1
+                message.note = None  # what prepare found may be stale by the retry
+                delay_s = min(_RETRY_INITIAL_S * 2**message.failures, _RETRY_MAX_S)
                 _log.exception(
                     "background function failed; the item will be retried",
                     extra={
                         "function": self._spec.name,
-                        "failures": failures,
+                        "failures": message.failures,
                         "retry_in_s": delay_s,
                     },
                 )
                 if self._stop.wait(delay_s):
                     self._release_slot()  # not acknowledged: redelivered after a restart
                     continue
-                self._work.put((item, failures))
+                self._work.put(message)
                 continue
             self._leave()
-            self._consumer.done(item)
+            if not message._deferred:
+                message.ack()
             self._release_slot()
 
     def _leave(self) -> None:
@@ -170,13 +244,12 @@ class BackgroundRunner:
         # in the journal (uncommitted) for the next run.
         while self._handling() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._consumer.commit()
         stop = getattr(self._handler, "stop", None)
         if callable(stop):
-            stop()
+            stop()  # deferred acknowledgements arrive as the function flushes its work
         for _ in self._threads:
             self._work.put(None)
-        self._consumer.close()
+        self._consumer.close()  # commits what is settled
 
 
 def run_schedule(spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:

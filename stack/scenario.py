@@ -39,6 +39,9 @@ FINAL_STAGES = [
     (103, False, 10, False),
     (2000, False, 0, False),
 ]
+# Both processors healthy and quick throughout: the forwarder's cost per payment at its least.
+STEADY_STAGES = [(0, False, 0, False)]
+STAGES = {"final": FINAL_STAGES, "steady": STEADY_STAGES}
 _POST_TIMEOUT_S = 1.5
 _SENDER_THREADS = 64
 _SETTLE_TIMEOUT_S = 120.0
@@ -57,7 +60,13 @@ def _post(url: str) -> tuple[str, bool]:
         return correlation_id, False
 
 
-def run(url: str, processors: Processors, payments: int, rate: float) -> int:
+def run(
+    url: str,
+    processors: Processors,
+    payments: int,
+    rate: float,
+    stages: list[tuple[int, bool, int, bool]] = FINAL_STAGES,
+) -> int:
     """Drive the scenario; returns the process exit status."""
     for processor in processors:
         processor.reset()
@@ -65,7 +74,7 @@ def run(url: str, processors: Processors, payments: int, rate: float) -> int:
         urllib.request.Request(f"{url}/purge-payments", method="POST"), timeout=5
     ).read()
     duration_s = payments / rate
-    stage_s = duration_s / len(FINAL_STAGES)
+    stage_s = duration_s / len(stages)
     auditor = Auditor(url, processors).start()
     accepted: list[str] = []
     refused = 0
@@ -88,10 +97,10 @@ def run(url: str, processors: Processors, payments: int, rate: float) -> int:
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
-            wanted = min(int((time.monotonic() - started) / stage_s), len(FINAL_STAGES) - 1)
+            wanted = min(int((time.monotonic() - started) / stage_s), len(stages) - 1)
             if wanted != stage_index:
                 stage_index = wanted
-                d_delay, d_fail, f_delay, f_fail = FINAL_STAGES[stage_index]
+                d_delay, d_fail, f_delay, f_fail = stages[stage_index]
                 processors.default.set_delay(d_delay)
                 processors.default.set_failure(d_fail)
                 processors.fallback.set_delay(f_delay)
@@ -151,6 +160,12 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=300.0, help="payments per second")
     parser.add_argument("--url", default=os.environ.get("STACK_URL", "http://127.0.0.1:9999"))
+    parser.add_argument(
+        "--stages",
+        choices=sorted(STAGES),
+        default="final",
+        help="final: the final test's ten stages, compressed; steady: both processors quick",
+    )
     args = parser.parse_args()
     token = os.environ.get("STACK_PROCESSOR_TOKEN", "123")
     processors = Processors(
@@ -167,7 +182,7 @@ def main() -> None:
             token,
         ),
     )
-    sys.exit(run(args.url, processors, args.payments, args.rate))
+    sys.exit(run(args.url, processors, args.payments, args.rate, STAGES[args.stages]))
 
 
 if __name__ == "__main__":

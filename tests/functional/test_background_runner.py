@@ -7,10 +7,11 @@ delivers a queue message to a handler in-process.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest.mock import create_autospec
@@ -22,7 +23,7 @@ from runtime.config import Config
 from runtime.deps import Deps, FunctionContext
 from runtime.manifest import FunctionSpec
 from runtime.queue import QueueConsumer
-from runtime.workers import BackgroundRunner
+from runtime.workers import BackgroundRunner, Message
 from tests.support.procs import wait_until
 
 _WAIT_S = 10.0
@@ -43,16 +44,50 @@ class Recorder:
         self._ledger: Ledger = context.settings["ledger"]
         context.settings.get("contexts", []).append(context)
 
-    def handle(self, item: dict[str, Any]) -> None:
-        self._ledger.record(item)
+    def handle(self, message: Message) -> None:
+        self._ledger.record(message.body)
 
 
-def spec(ledger: Ledger, concurrency: int = 4, **settings: Any) -> FunctionSpec:
+class BatchRecorder(Recorder):
+    """Also prepares each batch: notes its size, and leaves out the ids starting with "skip"."""
+
+    def __init__(self, context: FunctionContext) -> None:
+        super().__init__(context)
+        self._batches: list[list[str]] = context.settings["batches"]
+        self._fail_prepare: threading.Event = context.settings["fail_prepare"]
+
+    def prepare(self, messages: list[Message]) -> list[Message]:
+        if self._fail_prepare.is_set():
+            raise ConnectionError("database away")
+        self._batches.append([message.body["id"] for message in messages])
+        for message in messages:
+            message.note = len(messages)
+        return [m for m in messages if not m.body["id"].startswith("skip")]
+
+    def handle(self, message: Message) -> None:
+        self._ledger.record({**message.body, "note": message.note})
+
+
+class DeferringRecorder(Recorder):
+    """Takes each acknowledgement over and hands it to the test instead of calling it."""
+
+    def __init__(self, context: FunctionContext) -> None:
+        super().__init__(context)
+        self._acks: queue.SimpleQueue[tuple[str, Callable[[], None]]] = context.settings["acks"]
+
+    def handle(self, message: Message) -> None:
+        self._ledger.record(message.body)
+        self._acks.put((message.body["id"], message.defer()))
+
+
+def spec(
+    ledger: Ledger, concurrency: int = 4, handler: type = Recorder, **settings: Any
+) -> FunctionSpec:
     return FunctionSpec(
         name="recorder",
         kind="background",
-        handler_ref="tests/functional/test_background_runner.py:Recorder",
-        handler=Recorder,
+        handler_ref=f"tests/functional/test_background_runner.py:{handler.__name__}",
+        handler=handler,
         settings={"ledger": ledger, **settings},
         queue="jobs",
         concurrency=concurrency,
@@ -215,3 +250,58 @@ def test_stopping_with_an_item_failing_does_not_wait_out_the_drain_timeout(
 
     assert unacknowledged(deps) == ["poison"]
     assert stop_s < 1.5
+
+
+def test_prepare_sees_whole_batches_and_its_notes_reach_handle(deps: Deps, ledger: Any) -> None:
+    names = [f"item-{n}" for n in range(30)]
+    put(deps, *names)  # all there before the runner starts: read in batches of free threads
+    batches: list[list[str]] = []
+    function = spec(ledger, 8, BatchRecorder, batches=batches, fail_prepare=threading.Event())
+    with running(function, deps):
+        wait_until(lambda: len(handled(ledger)) >= 30, timeout_s=_WAIT_S, what="all handled")
+
+    assert sorted(n for batch in batches for n in batch) == sorted(names)
+    assert batches[0] == names[:8]
+    notes = {call.args[0]["id"]: call.args[0]["note"] for call in ledger.record.call_args_list}
+    sizes = {name: len(batch) for batch in batches for name in batch}
+    assert notes == sizes
+    assert unacknowledged(deps) == []
+
+
+def test_items_prepare_leaves_out_are_acknowledged_without_handling(
+    deps: Deps, ledger: Any
+) -> None:
+    put(deps, "keep-1", "skip-1", "keep-2", "skip-2")
+    function = spec(ledger, 8, BatchRecorder, batches=[], fail_prepare=threading.Event())
+    with running(function, deps):
+        wait_until(lambda: len(handled(ledger)) >= 2, timeout_s=_WAIT_S, what="kept handled")
+
+    assert sorted(handled(ledger)) == ["keep-1", "keep-2"]
+    assert unacknowledged(deps) == []
+
+
+def test_when_prepare_fails_each_item_is_handled_without_a_note(deps: Deps, ledger: Any) -> None:
+    put(deps, "a", "b", "skip-c")
+    fail_prepare = threading.Event()
+    fail_prepare.set()
+    function = spec(ledger, 8, BatchRecorder, batches=[], fail_prepare=fail_prepare)
+    with running(function, deps):
+        wait_until(lambda: len(handled(ledger)) >= 3, timeout_s=_WAIT_S, what="all handled")
+
+    notes = {call.args[0]["id"]: call.args[0]["note"] for call in ledger.record.call_args_list}
+    assert notes == {"a": None, "b": None, "skip-c": None}
+    assert unacknowledged(deps) == []
+
+
+def test_a_deferred_item_is_settled_by_its_ack_not_by_handle_returning(
+    deps: Deps, ledger: Any
+) -> None:
+    acks: queue.SimpleQueue[tuple[str, Callable[[], None]]] = queue.SimpleQueue()
+    put(deps, "acked", "never-acked")
+    with running(spec(ledger, 4, DeferringRecorder, acks=acks), deps):
+        wait_until(lambda: acks.qsize() >= 2, timeout_s=_WAIT_S, what="both handled")
+        for name, ack in (acks.get(), acks.get()):
+            if name == "acked":
+                ack()  # from the test's thread, as a database writer thread would
+
+    assert unacknowledged(deps) == ["never-acked"]

@@ -7,5 +7,5 @@ class NeedsDependency:
     def __init__(self, context):
         self.context = context
 
-    def handle(self, item):
+    def handle(self, message):
         pass

@@ -16,7 +16,7 @@ class Worker:
     def __init__(self, context):
         self.context = context
 
-    def handle(self, item):
+    def handle(self, message):
         pass
 
 

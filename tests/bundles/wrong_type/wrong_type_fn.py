@@ -5,5 +5,5 @@ class Worker:
     def __init__(self, context):
         self.context = context
 
-    def handle(self, item):
+    def handle(self, message):
         pass
