@@ -1,8 +1,10 @@
 """The runtime's command line: ``python -m runtime serve|check|migrate``.
 
 ``serve`` runs one instance: it validates config and bundle, applies migrations, then forks the
-HTTP server and the workers and supervises them. Any start-up error exits with status 2 and
-one line that says what to fix.
+HTTP server and the workers and supervises them. ``--role http`` runs only the HTTP server and
+``--role workers`` only the background and scheduled functions, so a deployment can give each
+its own CPU limit (the HTTP server's latency then never pays for the forwarder's bursts). Any
+start-up error exits with status 2 and one line that says what to fix.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from runtime.errors import RuntimeStartError
+from runtime.supervisor import ROLES, unit_name
 
 _MIGRATE_TIMEOUT_S = 60.0
 
@@ -25,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="YAML config file (default: $APP_CONFIG or config/app.yaml)"
     )
     parser.add_argument("--instance", help="instance name, overriding the config (app1, app2...)")
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="serve: which of the instance's processes to run (default: all)",
+    )
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -39,8 +48,9 @@ def _run(args: argparse.Namespace) -> int:
     from runtime.metrics import enable_multiprocess
 
     config = load_config(args.config, instance=args.instance)
-    setup_logging(config.logging.level, f"{config.instance}/{args.command}")
-    enable_multiprocess(Path(config.metrics_dir), config.instance)
+    unit = unit_name(config.instance, args.role)
+    setup_logging(config.logging.level, f"{unit}/{args.command}")
+    enable_multiprocess(Path(config.metrics_dir), unit)
 
     from runtime.manifest import load_manifest
 
@@ -64,10 +74,16 @@ def _run(args: argparse.Namespace) -> int:
 
     from runtime.supervisor import Supervisor, children_for
 
+    children = children_for(config, manifest, args.role)
+    if not children:
+        raise RuntimeStartError(
+            f"--role {args.role} runs nothing: {manifest.path} declares no function of that role"
+        )
     log.info(
-        "serving", extra={"bind": config.bind, "functions": [f.name for f in manifest.functions]}
+        "serving",
+        extra={"role": args.role, "bind": config.bind, "children": [c.name for c in children]},
     )
-    return Supervisor(config, children_for(config, manifest)).run()
+    return Supervisor(config, children, unit=unit).run()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,24 @@ _STOP_TIMEOUT_S = 15.0
 _REAP_INTERVAL_S = 0.05
 _PR_SET_PDEATHSIG = 1
 
+ROLES = ("all", "http", "workers")
+"""What ``serve --role`` may run: every process, the HTTP server alone, or the background and
+scheduled functions alone (each in its own container, under its own CPU limit)."""
+_KINDS_OF_ROLE = {
+    "all": ("http", "background", "schedule"),
+    "http": ("http",),
+    "workers": ("background", "schedule"),
+}
+
+
+def unit_name(instance: str, role: str) -> str:
+    """The supervisor's own name: the instance, plus the role when it runs only part of it.
+
+    Two supervisors of one instance (``--role http`` and ``--role workers``) share the metrics
+    folder; each forgets only its own processes' stale gauges.
+    """
+    return instance if role == "all" else f"{instance}.{role}"
+
 
 @dataclass
 class Child:
@@ -49,8 +67,8 @@ class Child:
     restart_at: float = 0.0
 
 
-def children_for(config: Config, manifest: Manifest) -> list[Child]:
-    """The processes of one instance: the HTTP server, then each worker process."""
+def children_for(config: Config, manifest: Manifest, role: str = "all") -> list[Child]:
+    """The processes of one instance in ``role``: the HTTP server, then each worker process."""
     from runtime.app import create_app
     from runtime.deps import Deps
     from runtime.server import serve
@@ -61,15 +79,16 @@ def children_for(config: Config, manifest: Manifest) -> list[Child]:
         deps = Deps(config)
         serve(create_app(manifest, deps), config.bind, config.server.socket_mode)
 
-    children = [Child("http", http, stop_signal=signal.SIGINT)]
-    for spec in manifest.of_kind("background"):
+    kinds = _KINDS_OF_ROLE[role]
+    children = [Child("http", http, stop_signal=signal.SIGINT)] if "http" in kinds else []
+    for spec in manifest.of_kind("background") if "background" in kinds else []:
         for index in range(spec.processes):
 
             def background(stop: threading.Event, spec=spec) -> None:
                 BackgroundRunner(spec, Deps(config), stop).run()
 
             children.append(Child(f"{spec.name}-{index}", background))
-    for spec in manifest.of_kind("schedule"):
+    for spec in manifest.of_kind("schedule") if "schedule" in kinds else []:
 
         def schedule(stop: threading.Event, spec=spec) -> None:
             run_schedule(spec, Deps(config), stop)
@@ -81,9 +100,10 @@ def children_for(config: Config, manifest: Manifest) -> list[Child]:
 class Supervisor:
     """Starts the children, restarts the ones that die, stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, config: Config, children: list[Child]) -> None:
+    def __init__(self, config: Config, children: list[Child], unit: str | None = None) -> None:
         self._config = config
         self._children = children
+        self._unit = unit or config.instance
         self._stopping = False
         self._metrics_dir = Path(config.metrics_dir)
 
@@ -91,9 +111,25 @@ class Supervisor:
         """Supervise until asked to stop; returns the exit code."""
         signal.signal(signal.SIGTERM, self._ask_stop)
         signal.signal(signal.SIGINT, self._ask_stop)
-        forget_instance(self._metrics_dir, self._config.instance)
+        forget_instance(self._metrics_dir, self._unit)
         for child in self._children:
             self._spawn(child)
+        ready = self.ready_path(self._config, self._unit)
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.write_text(f"{os.getpid()}\n")
+        try:
+            self._supervise()
+        finally:
+            ready.unlink(missing_ok=True)
+        return 0
+
+    @staticmethod
+    def ready_path(config: Config, unit: str) -> Path:
+        """The file that exists while a supervisor runs its children: a readiness probe for
+        a container without a socket (``--role workers``)."""
+        return Path(config.state_dir) / f"{unit}.ready"
+
+    def _supervise(self) -> None:
         while not self._stopping:
             self._reap()
             now = time.monotonic()
@@ -102,7 +138,6 @@ class Supervisor:
                     self._spawn(child)
             time.sleep(_REAP_INTERVAL_S)
         self._stop_all()
-        return 0
 
     def _ask_stop(self, signum: int, frame: object) -> None:
         del frame
@@ -127,7 +162,7 @@ class Supervisor:
             child = next((c for c in self._children if c.pid == pid), None)
             if child is None:
                 continue
-            forget_process(self._metrics_dir, self._config.instance, pid)
+            forget_process(self._metrics_dir, self._unit, pid)
             ran_s = time.monotonic() - child.started_at
             child.quick_deaths = 0 if ran_s >= _STABLE_AFTER_S else child.quick_deaths + 1
             delay_s = min(_BACKOFF_INITIAL_S * 2 ** max(child.quick_deaths - 1, 0), _BACKOFF_MAX_S)

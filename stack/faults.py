@@ -83,10 +83,11 @@ class Stack:
                 return record
         raise LookupError(f"no running service named {name} in {self.settings.pids_dir}")
 
-    def child_pid(self, instance: str, role: str) -> int:
-        """The current pid of one supervisor child (``http``, ``forwarder-0``)."""
+    def child_pid(self, service: str, role: str) -> int:
+        """The current pid of one supervisor child (``http`` in app1, ``forwarder-0`` in
+        worker1)."""
         pid = 0
-        for line in Path(self.record(instance).log).read_text().splitlines():
+        for line in Path(self.record(service).log).read_text().splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -94,7 +95,7 @@ class Stack:
             if entry.get("msg") == "started" and entry.get("child") == role:
                 pid = int(entry["child_pid"])
         if not pid:
-            raise LookupError(f"{instance} has started no {role}")
+            raise LookupError(f"{service} has started no {role}")
         return pid
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -131,8 +132,8 @@ class Stack:
 def faults(stack: Stack) -> dict[str, Fault]:
     """Every scenario by name."""
 
-    def kill_child(instance: str, role: str) -> Callable[[], None]:
-        return lambda: os.kill(stack.child_pid(instance, role), signal.SIGKILL)
+    def kill_child(service: str, role: str) -> Callable[[], None]:
+        return lambda: os.kill(stack.child_pid(service, role), signal.SIGKILL)
 
     def processor_failing(failing: bool) -> Callable[[], None]:
         return lambda: stack.processors.default.set_failure(failing)
@@ -145,8 +146,8 @@ def faults(stack: Stack) -> dict[str, Fault]:
         for fault in [
             Fault("kill app1 http", kill_child("app1", "http")),
             Fault("kill app2 http", kill_child("app2", "http")),
-            Fault("kill app1 forwarder", kill_child("app1", "forwarder-0")),
-            Fault("kill app2 forwarder", kill_child("app2", "forwarder-0")),
+            Fault("kill worker1 forwarder", kill_child("worker1", "forwarder-0")),
+            Fault("kill worker2 forwarder", kill_child("worker2", "forwarder-0")),
             Fault(
                 "kill memcached",
                 lambda: stack.kill_service("memcached"),

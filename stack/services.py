@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.supervisor import unit_name
 from stack import memcached, nginx, postgres, probes
 from stack.daemons import StartError
 from stack.memcached import MemcachedServer
@@ -23,12 +24,20 @@ from stack.processors import Processor, Processors, emulator_argv
 from stack.settings import StackSettings
 
 APP_INSTANCES = ("app1", "app2")
+WORKER_SERVICES = {"worker1": "app1", "worker2": "app2"}
+"""Each instance's background and scheduled functions, in a service (container) of their own so
+the forwarder's CPU bursts never throttle the HTTP server's: service name -> instance."""
 _MIGRATE_TIMEOUT_S = 90.0
 
 
 def app_argv(instance: str, *, python: str = "python") -> list[str]:
-    """One runtime instance's command line, as in docker-compose.yml (``python`` there)."""
-    return [python, "-m", "runtime", "serve", "--instance", instance]
+    """One instance's HTTP server, as docker-compose.yml runs it (``python`` there)."""
+    return [python, "-m", "runtime", "serve", "--instance", instance, "--role", "http"]
+
+
+def worker_argv(instance: str, *, python: str = "python") -> list[str]:
+    """One instance's background and scheduled functions, as docker-compose.yml runs them."""
+    return [python, "-m", "runtime", "serve", "--instance", instance, "--role", "workers"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,18 @@ def plan(settings: StackSettings, *, python: str = sys.executable) -> list[Servi
                 ready_timeout_s=60.0,
             )
         )
+    for name, instance in WORKER_SERVICES.items():
+        services.append(
+            Service(
+                name=name,
+                argv=worker_argv(instance, python=python),
+                # Up once its supervisor has started the children (it has no socket).
+                ready=lambda instance=instance: _supervising(layout, instance, "workers"),
+                env=app_env(layout, instance),
+                before=lambda instance=instance: _prepare_dirs(layout, instance),
+                ready_timeout_s=60.0,
+            )
+        )
     services.append(
         Service(
             name="nginx",
@@ -204,9 +225,18 @@ def _setup_database(layout: Layout, python: str) -> None:
         )
 
 
-def _prepare_app(layout: Layout, instance: str) -> None:
+def _supervising(layout: Layout, instance: str, role: str) -> bool:
+    """Whether ``instance``'s ``role`` supervisor runs its children (its ready file exists)."""
+    return (layout.state_dir(instance) / f"{unit_name(instance, role)}.ready").exists()
+
+
+def _prepare_dirs(layout: Layout, instance: str) -> None:
     for path in (layout.state_dir(instance), layout.settings.queue_dir):
         path.mkdir(parents=True, exist_ok=True)
+
+
+def _prepare_app(layout: Layout, instance: str) -> None:
+    _prepare_dirs(layout, instance)
     # A socket left by a killed instance would make the new one fail to bind.
     layout.socket(instance).unlink(missing_ok=True)
 

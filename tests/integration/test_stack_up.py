@@ -31,6 +31,8 @@ _SERVICES = {
     "payment-processor-fallback",
     "app1",
     "app2",
+    "worker1",
+    "worker2",
     "nginx",
 }
 

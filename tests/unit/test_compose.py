@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from stack import compose, memcached, postgres
-from stack.services import APP_INSTANCES, Layout, app_argv, app_env, plan
+from stack.services import (
+    APP_INSTANCES,
+    WORKER_SERVICES,
+    Layout,
+    app_argv,
+    app_env,
+    plan,
+    worker_argv,
+)
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +75,22 @@ def test_app_containers_run_the_local_stacks_command(spec: dict[str, Any]) -> No
     for name in APP_INSTANCES:
         assert compose.command(spec, name) == app_argv(name)
         assert local[name][1:] == app_argv(name)[1:]
+    for name, instance in WORKER_SERVICES.items():
+        assert compose.command(spec, name) == worker_argv(instance)
+        assert local[name][1:] == worker_argv(instance)[1:]
+
+
+def test_each_instance_has_an_http_and_a_workers_container(spec: dict[str, Any]) -> None:
+    # The HTTP server must not share a CPU quota with the forwarder (see docker-compose.yml).
+    commands = [compose.command(spec, name) for name in spec["services"]]
+    for instance in APP_INSTANCES:
+        roles = [c[c.index("--role") + 1] for c in commands if instance in c and "--role" in c]
+        assert sorted(roles) == ["http", "workers"], instance
 
 
 def test_app_containers_get_every_variable_the_local_stack_sets(spec: dict[str, Any]) -> None:
     local = app_env(Layout(StackSettings(dir=Path("/s"))), "app1")
-    for name in APP_INSTANCES:
+    for name in (*APP_INSTANCES, *WORKER_SERVICES):
         assert set(spec["services"][name]["environment"]) >= set(local)
 
 
@@ -97,7 +116,7 @@ def test_nginx_mounts_the_config_the_local_stack_renders(spec: dict[str, Any]) -
 
 def test_the_sockets_and_the_queue_are_shared_volumes(spec: dict[str, Any]) -> None:
     nginx_volumes = {v.split(":")[0] for v in spec["services"]["nginx"]["volumes"]}
-    for name in APP_INSTANCES:
+    for name in (*APP_INSTANCES, *WORKER_SERVICES):
         volumes = {v.split(":")[0]: v.split(":")[1] for v in spec["services"][name]["volumes"]}
         assert volumes["sockets"] == "/run/app"
         assert volumes["queue"] == spec["services"][name]["environment"]["APP__QUEUE__DIR"]
