@@ -17,8 +17,10 @@ Runs against the stack in ``STACK_DIR`` (``make up``); loopback only; every loop
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -31,8 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg8000.native
+
 from stack import daemons
 from stack.audit import check_each, our_summary, totals_equal
+from stack.postgres import PostgresServer
 from stack.processors import Processors
 from stack.services import Layout
 from stack.settings import PROJECT_ROOT, StackSettings
@@ -42,6 +47,9 @@ _SENDERS = 32
 _SETTLE_TIMEOUT_S = 120.0
 _HEALTH_TIMEOUT_S = 60.0
 _HEALTH_POLL_S = 0.1
+_REPEATED_KILLS = 3
+_MAX_HOG_CONNECTIONS = 200
+_random = random.Random()
 _RED_WINDOW_S = 3.0
 """How long after the fault /health is watched for going red at all."""
 
@@ -135,6 +143,22 @@ def faults(stack: Stack) -> dict[str, Fault]:
     def kill_child(service: str, role: str) -> Callable[[], None]:
         return lambda: os.kill(stack.child_pid(service, role), signal.SIGKILL)
 
+    def kill_child_repeatedly(service: str, role: str) -> Callable[[], None]:
+        # Three SIGKILLs at random moments over the next few seconds, each once the child is
+        # back: it dies mid-claim, mid-POST or mid-write as chance has it.
+        def kills() -> None:
+            for _ in range(_REPEATED_KILLS):
+                time.sleep(_random.uniform(0.2, 1.5))
+                pid = stack.child_pid(service, role)
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + _HEALTH_TIMEOUT_S
+                while stack.child_pid(service, role) == pid and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+        return lambda: threading.Thread(target=kills, name="kills", daemon=True).start()
+
+    connections = _ConnectionHog(Layout(stack.settings).postgres_server())
+
     def processor_failing(failing: bool) -> Callable[[], None]:
         return lambda: stack.processors.default.set_failure(failing)
 
@@ -145,9 +169,11 @@ def faults(stack: Stack) -> dict[str, Fault]:
         fault.name: fault
         for fault in [
             Fault("kill app1 http", kill_child("app1", "http")),
+            Fault("kill app1 http 3x, random", kill_child_repeatedly("app1", "http")),
             Fault("kill app2 http", kill_child("app2", "http")),
             Fault("kill worker1 forwarder", kill_child("worker1", "forwarder-0")),
             Fault("kill worker2 forwarder", kill_child("worker2", "forwarder-0")),
+            Fault("kill worker1 fwd 3x, random", kill_child_repeatedly("worker1", "forwarder-0")),
             Fault(
                 "kill memcached",
                 lambda: stack.kill_service("memcached"),
@@ -166,6 +192,12 @@ def faults(stack: Stack) -> dict[str, Fault]:
                 emulator_signal(signal.SIGCONT),
             ),
             Fault("reload nginx", lambda: os.kill(stack.record("nginx").pid, signal.SIGHUP)),
+            Fault(
+                "restart nginx",
+                lambda: stack.kill_service("nginx", signal.SIGKILL),
+                lambda: stack.restart_service("nginx"),
+            ),
+            Fault("postgres connections full", connections.take_all, connections.release),
         ]
     }
 
@@ -208,8 +240,7 @@ def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row
     with ThreadPoolExecutor(_SENDERS) as pool:
         for index in range(total):
             due = started + index / rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            time.sleep(max(due - time.monotonic(), 0))
             if injected_at is None and index >= total // 4:
                 fault.inject()
                 injected_at = time.monotonic()
@@ -240,6 +271,38 @@ def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row
         recover_s,
         equal,
     )
+
+
+class _ConnectionHog:
+    """Takes every connection PostgreSQL will still give, and holds them until released: the
+    runtime's own connections are open already and must carry on."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._held: list[pg8000.native.Connection] = []
+
+    def take_all(self) -> None:
+        for _ in range(_MAX_HOG_CONNECTIONS):
+            try:
+                self._held.append(
+                    pg8000.native.Connection(
+                        user=self._server.user,
+                        password=self._server.password,
+                        database=self._server.database,
+                        host="127.0.0.1",
+                        port=self._server.port,
+                        timeout=5,
+                    )
+                )
+            except pg8000.native.DatabaseError:
+                break  # "too many clients": the limit is reached
+        print(f"  (holding {len(self._held)} PostgreSQL connections)", flush=True)
+
+    def release(self) -> None:
+        for connection in self._held:
+            with contextlib.suppress(Exception):
+                connection.close()
+        self._held.clear()
 
 
 class _HealthWatcher:

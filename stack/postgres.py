@@ -27,8 +27,11 @@ _INITDB_TIMEOUT_S = 120.0
 # summary never counts: an inconsistency, fined 35%. synchronous_commit=off could lose up to
 # three wal_writer_delay (600 ms) of such commits. Waiting for the WAL flush costs little here:
 # the forwarder batches its writes off the request path, so commits are few and group-committed.
-# Memory is the tight budget (100 MB for the container), hence small buffers and no parallel
-# workers; wal_level=minimal writes less WAL because nothing replicates.
+# Memory is the tight budget (66 MB for the container), hence small buffers and no parallel
+# workers; wal_level=minimal writes less WAL because nothing replicates. max_connections is
+# what that memory can hold: the runtime keeps about eight open, and the fault suite's
+# "postgres connections full" showed 40 backends get the postmaster OOM-killed; at 16, an
+# extra client is refused ("too many clients") instead.
 SETTINGS: dict[str, str] = {
     "synchronous_commit": "on",
     "fsync": "on",
@@ -37,7 +40,7 @@ SETTINGS: dict[str, str] = {
     "effective_cache_size": "48MB",
     "work_mem": "2MB",
     "maintenance_work_mem": "16MB",
-    "max_connections": "40",
+    "max_connections": "16",
     "wal_level": "minimal",
     "max_wal_senders": "0",
     "wal_buffers": "1MB",
