@@ -21,9 +21,10 @@ offset, handing the journal back once it has drained it. Items past the committe
 delivered again after such a take-over: background functions must be idempotent (the
 forwarder is, through PostgreSQL's unique key).
 
-A producer starts a new segment when the current one is full and whenever it starts, so a
-segment is never written again once a newer one exists; the consumer deletes a segment once
-its committed offset has moved past it.
+A producer starts a new segment when the current one is full, whenever it starts, and after a
+write fails (a full disk), so a segment is never written again once a newer one exists; the
+consumer deletes a segment once its committed offset has moved past it, which is what frees a
+full disk.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import threading
@@ -39,6 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_log = logging.getLogger("runtime.queue")
 _SEGMENT_RE = re.compile(r"^(?P<producer>[A-Za-z0-9_-]+)\.(?P<seq>\d{10})\.seg$")
 _READ_CHUNK_BYTES = 256 * 1024
 
@@ -100,6 +103,7 @@ class QueueProducer:
         try:
             written = os.write(self._fd, line)
         except OSError as exc:
+            self._roll_when_full()
             raise QueueFull(
                 f"journal write failed: {os.strerror(exc.errno or errno.EIO)}"
             ) from None
@@ -107,10 +111,23 @@ class QueueProducer:
             # A short write (disk full) would glue this torn record to the next one: undo it.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
+            self._roll_when_full()
             raise QueueFull("journal write was short (disk full?)")
         self._size += written
         if self._size >= self._segment_max_bytes:
             # On failure keep appending to the current segment; the next put tries again.
+            with contextlib.suppress(OSError):
+                self._roll(self._seq + 1)
+
+    def _roll_when_full(self) -> None:
+        """After a failed write, start a new (empty) segment if this one holds records.
+
+        A consumer deletes a segment only once it has moved past it, which it does only when a
+        newer segment exists: without this, a full disk would never be freed, since the segment
+        filling it would never end. An empty file needs no data blocks, so this works on a full
+        disk; at most one empty segment is made, however many writes fail.
+        """
+        if self._size:
             with contextlib.suppress(OSError):
                 self._roll(self._seq + 1)
 
@@ -316,13 +333,23 @@ class QueueConsumer:
             target = min(source.in_flight) if source.in_flight else source.read_pos
         if target <= source.committed:
             return
-        tmp = self._dir / f"{source.producer}.offset.tmp"
-        tmp.write_text(f"{target.seq} {target.offset}\n")
-        os.replace(tmp, self._dir / f"{source.producer}.offset")
-        moved_segment = target.seq != source.committed.seq
-        source.committed = target
-        if moved_segment:
+        if target.seq != source.committed.seq:
+            # Settled segments go first: on a full disk that is what makes room for the offset
+            # file. Should we die before writing it, the next run starts at the first segment
+            # left, redelivering at most that segment's settled head (handlers are idempotent).
             self._delete_before(source.producer, target.seq)
+        tmp = self._dir / f"{source.producer}.offset.tmp"
+        try:
+            tmp.write_text(f"{target.seq} {target.offset}\n")
+            os.replace(tmp, self._dir / f"{source.producer}.offset")
+        except OSError as exc:
+            # Not saved: items after the old position would be redelivered after a crash, no
+            # more. The next commit tries again.
+            _log.warning(
+                "queue position not saved", extra={"producer": source.producer, "error": str(exc)}
+            )
+            return
+        source.committed = target
 
     def _delete_before(self, producer: str, seq: int) -> None:
         for old in _segments(self._dir).get(producer, []):
