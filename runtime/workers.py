@@ -1,8 +1,16 @@
 """Run background (queue) and scheduled functions, each in its own process.
 
-A background function's ``handle(message)`` is called from a pool of ``concurrency`` threads,
-so hundreds of items can wait on the network at once; the runner reads the queue only as fast
-as threads free up, which leaves the backlog in the durable journal rather than in memory.
+A background function's ``handle(message)`` is called with up to ``concurrency`` items in
+flight, in one of two ways, chosen by how it is written:
+
+- a plain method is called from a pool of ``concurrency`` threads: simple, and right for work
+  that blocks (each thread waits on its own I/O);
+- a coroutine (``async def handle``) runs as one task per item on an asyncio event loop in the
+  process's main thread: hundreds of items waiting on the network cost a future each, not a
+  thread each, and no two of them fight for the GIL (the forwarder is written this way).
+
+Either way the runner reads the queue only as fast as slots free up, which leaves the backlog
+in the durable journal rather than in memory.
 
 An item is acknowledged when ``handle`` returns, or, if the function took the acknowledgement
 over with ``message.defer()``, when it calls what ``defer`` returned (once its own effect is
@@ -14,11 +22,14 @@ A function may also define ``prepare(messages)``: the runner calls it with each 
 before dispatch, so per-item work that batches well (the forwarder's claims in PostgreSQL) costs
 one round trip per batch instead of one per item. It returns the messages to dispatch, and may
 attach a ``note`` to each for ``handle``; those it leaves out are acknowledged. If it raises,
-the batch is dispatched without notes, as if there were no ``prepare``.
+the batch is dispatched without notes, as if there were no ``prepare``. A coroutine function's
+``prepare``, ``start`` and ``stop`` may be coroutines too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import queue as queue_module
@@ -30,6 +41,7 @@ from typing import Any
 from runtime.deps import Deps, FunctionContext
 from runtime.manifest import FunctionSpec
 from runtime.queue import Item, QueueConsumer
+from runtime.stopping import Stopping
 
 _log = logging.getLogger("runtime.workers")
 _CLAIM_INTERVAL_S = 1.0
@@ -71,86 +83,82 @@ class Message:
 
 
 class BackgroundRunner:
-    """Feeds one background function from its queue with up to ``concurrency`` items in flight."""
+    """Feeds one background function from its queue with up to ``concurrency`` items in flight.
+
+    ``stop`` is the process's signal; the function gets its own ``Stopping`` (its context's
+    ``stopping``), set as soon as the runner sees ``stop``.
+    """
 
     def __init__(self, spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
         assert spec.queue is not None
         self._spec = spec
         self._deps = deps
         self._stop = stop
+        self._stopping = Stopping()
         self._queue_name = spec.queue
         self._handler = spec.handler(
-            FunctionContext(spec.name, deps, dict(spec.settings), spec.queue, stopping=stop)
+            FunctionContext(
+                spec.name, deps, dict(spec.settings), spec.queue, stopping=self._stopping
+            )
         )
         prepare = getattr(self._handler, "prepare", None)
-        self._prepare: Callable[[list[Message]], list[Message]] | None = (
+        self._prepare: Callable[[list[Message]], Any] | None = (
             prepare if callable(prepare) else None
         )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
-        # SimpleQueue is C: a hand-off costs one wake-up, not a Condition's several.
+        self._is_async = inspect.iscoroutinefunction(self._handler.handle)
+        # Threads only. SimpleQueue is C: a hand-off costs one wake-up, not a Condition's several.
         self._work: queue_module.SimpleQueue[Message | None] = queue_module.SimpleQueue()
-        self._free = spec.concurrency  # threads without an item; guarded by _busy_lock
+        self._free = spec.concurrency  # slots without an item; guarded by _busy_lock
         self._threads: list[threading.Thread] = []
         self._busy = 0  # items inside handle() now; abandoned ones stay unacknowledged
         self._busy_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()  # asyncio only: one per item in flight
+        queue_cfg = deps.config.queue
+        self._poll_s = queue_cfg.poll_interval_ms / 1000
+        self._commit_s = queue_cfg.commit_interval_ms / 1000
+        self._next_claim = self._next_commit = self._next_gauge = 0.0
 
     def run(self) -> None:
         """Consume until ``stop`` is set, then let in-flight items finish (bounded) and commit."""
-        threading.stack_size(_THREAD_STACK_BYTES)
-        for index in range(self._spec.concurrency):
-            thread = threading.Thread(
-                target=self._work_loop, name=f"{self._spec.name}-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-        start = getattr(self._handler, "start", None)
-        if callable(start):
-            start()
-        queue_cfg = self._deps.config.queue
-        poll_s = queue_cfg.poll_interval_ms / 1000
-        commit_s = queue_cfg.commit_interval_ms / 1000
-        next_claim = next_commit = next_gauge = 0.0
-        idle_s = poll_s
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_claim:
-                    self._consumer.claim(time.monotonic())
-                    next_claim = now + _CLAIM_INTERVAL_S
-                got = self._feed()
-                if now >= next_commit:
-                    self._consumer.commit()
-                    next_commit = now + commit_s
-                if now >= next_gauge:
-                    self._publish_gauges()
-                    next_gauge = now + _GAUGE_INTERVAL_S
-                if got:
-                    idle_s = poll_s
-                else:
-                    # Idle: look less often, up to _IDLE_POLL_MAX_S; any item resets the pace.
-                    self._stop.wait(idle_s)
-                    idle_s = min(idle_s * 2, max(poll_s, _IDLE_POLL_MAX_S))
-        finally:
-            self._drain()
+        if self._is_async:
+            asyncio.run(self._run_loop())
+        else:
+            self._run_threads()
 
-    def _feed(self) -> int:
-        """Read as many items as there are free threads, prepare them and hand them over."""
-        with self._busy_lock:
-            free = self._free
-        if not free:
-            return 0
-        items = self._consumer.read(free)
-        if not items:
-            return 0
-        messages = [message for item in items if (message := self._message(item)) is not None]
-        dispatch = self._prepared(messages)
+    # --- shared by both ways ------------------------------------------------------------------
+
+    def _stop_seen(self) -> bool:
         if self._stop.is_set():
-            return len(items)  # not handed out: left unacknowledged for the next run
-        with self._busy_lock:
-            self._free -= len(dispatch)
-        for message in dispatch:
-            self._work.put(message)
-        return len(items)
+            self._stopping.set()
+        return self._stopping.is_set()
+
+    def _housekeeping(self) -> None:
+        """Take over orphaned journals, save consumed positions, publish gauges, each on its
+        own cadence."""
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._consumer.claim(now)
+            self._next_claim = now + _CLAIM_INTERVAL_S
+        if now >= self._next_commit:
+            self._consumer.commit()
+            self._next_commit = now + self._commit_s
+        if now >= self._next_gauge:
+            self._publish_gauges()
+            self._next_gauge = now + _GAUGE_INTERVAL_S
+
+    def _next_idle(self, got: int, idle_s: float) -> float:
+        """How long to wait before reading again: the poll interval after a read that found
+        items, doubling up to ``_IDLE_POLL_MAX_S`` while the queue stays empty."""
+        if got:
+            return self._poll_s
+        return min(idle_s * 2, max(self._poll_s, _IDLE_POLL_MAX_S))
+
+    def _read(self, free: int) -> list[Message]:
+        if not free:
+            return []
+        items = self._consumer.read(free)
+        return [message for item in items if (message := self._message(item)) is not None]
 
     def _message(self, item: Item) -> Message | None:
         try:
@@ -165,25 +173,92 @@ class BackgroundRunner:
             return None
         return Message(item, body, self._consumer.done)
 
-    def _prepared(self, messages: list[Message]) -> list[Message]:
-        """The messages to dispatch after ``prepare``; those it leaves out are acknowledged."""
-        if self._prepare is None or not messages:
-            return messages
-        try:
-            kept = self._prepare(messages)
-        except Exception:
-            _log.exception(
-                "prepare failed; the batch is handled item by item",
-                extra={"function": self._spec.name, "items": len(messages)},
-            )
-            for message in messages:
-                message.note = None
-            return messages
+    def _kept(self, messages: list[Message], kept: list[Message]) -> list[Message]:
+        """Acknowledge the messages ``prepare`` left out; the kept ones go on."""
         kept_ids = {id(message) for message in kept}
         for message in messages:
             if id(message) not in kept_ids:
                 message.ack()
         return kept
+
+    def _prepare_failed(self, messages: list[Message]) -> list[Message]:
+        _log.exception(
+            "prepare failed; the batch is handled item by item",
+            extra={"function": self._spec.name, "items": len(messages)},
+        )
+        for message in messages:
+            message.note = None
+        return messages
+
+    def _retry_delay(self, message: Message) -> float:
+        """Count a failure of ``handle`` and log it; the back-off before the next try."""
+        message.failures += 1
+        message.note = None  # what prepare found may be stale by the retry
+        delay_s = min(_RETRY_INITIAL_S * 2**message.failures, _RETRY_MAX_S)
+        _log.exception(
+            "background function failed; the item will be retried",
+            extra={
+                "function": self._spec.name,
+                "failures": message.failures,
+                "retry_in_s": delay_s,
+            },
+        )
+        return delay_s
+
+    def _publish_gauges(self) -> None:
+        metrics = self._deps.metrics
+        metrics.queue_depth.labels(self._queue_name).set(self._consumer.backlog_bytes())
+        metrics.in_flight.labels(self._queue_name).set(self._consumer.in_flight())
+
+    # --- threads --------------------------------------------------------------------------------
+
+    def _run_threads(self) -> None:
+        threading.stack_size(_THREAD_STACK_BYTES)
+        for index in range(self._spec.concurrency):
+            thread = threading.Thread(
+                target=self._work_loop, name=f"{self._spec.name}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        start = getattr(self._handler, "start", None)
+        if callable(start):
+            start()
+        idle_s = self._poll_s
+        try:
+            while not self._stop_seen():
+                self._housekeeping()
+                got = self._feed()
+                idle_s = self._next_idle(got, idle_s)
+                if not got:
+                    self._stop.wait(idle_s)
+        finally:
+            self._drain()
+
+    def _feed(self) -> int:
+        """Read as many items as there are free threads, prepare them and hand them over."""
+        with self._busy_lock:
+            free = self._free
+        messages = self._read(free)
+        if not messages:
+            return 0
+        dispatch = self._prepared(messages)
+        if self._stop_seen():
+            return len(messages)  # not handed out: left unacknowledged for the next run
+        with self._busy_lock:
+            self._free -= len(dispatch)
+        for message in dispatch:
+            self._work.put(message)
+        return len(messages)
+
+    def _prepared(self, messages: list[Message]) -> list[Message]:
+        """The messages to dispatch after ``prepare``; those it leaves out are acknowledged."""
+        if self._prepare is None:
+            return messages
+        try:
+            kept = self._prepare(messages)
+        except Exception:
+            return self._prepare_failed(messages)
+        return self._kept(messages, kept)
 
     def _release_slot(self) -> None:
         with self._busy_lock:
@@ -201,21 +276,10 @@ class BackgroundRunner:
                 self._handler.handle(message)
             except Exception:
                 self._leave()
-                if self._stop.is_set():  # shutting down: leave the item for the next run
+                if self._stopping.is_set():  # shutting down: leave the item for the next run
                     self._release_slot()
                     continue
-                message.failures += 1
-                message.note = None  # what prepare found may be stale by the retry
-                delay_s = min(_RETRY_INITIAL_S * 2**message.failures, _RETRY_MAX_S)
-                _log.exception(
-                    "background function failed; the item will be retried",
-                    extra={
-                        "function": self._spec.name,
-                        "failures": message.failures,
-                        "retry_in_s": delay_s,
-                    },
-                )
-                if self._stop.wait(delay_s):
+                if self._stopping.wait(self._retry_delay(message)):
                     self._release_slot()  # not acknowledged: redelivered after a restart
                     continue
                 self._work.put(message)
@@ -233,12 +297,8 @@ class BackgroundRunner:
         with self._busy_lock:
             return self._busy
 
-    def _publish_gauges(self) -> None:
-        metrics = self._deps.metrics
-        metrics.queue_depth.labels(self._queue_name).set(self._consumer.backlog_bytes())
-        metrics.in_flight.labels(self._queue_name).set(self._consumer.in_flight())
-
     def _drain(self) -> None:
+        self._stopping.set()
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         # Wait for the items being handled; an unacknowledged one waiting for its retry is left
         # in the journal (uncommitted) for the next run.
@@ -250,6 +310,76 @@ class BackgroundRunner:
         for _ in self._threads:
             self._work.put(None)
         self._consumer.close()  # commits what is settled
+
+    # --- asyncio ------------------------------------------------------------------------------
+
+    async def _run_loop(self) -> None:
+        self._stopping.bind(asyncio.get_running_loop())
+        await _maybe_await(getattr(self._handler, "start", None))
+        idle_s = self._poll_s
+        try:
+            while not self._stop_seen():
+                self._housekeeping()
+                got = await self._feed_tasks()
+                idle_s = self._next_idle(got, idle_s)
+                await self._stopping.sleep(idle_s)
+        finally:
+            await self._drain_tasks()
+
+    async def _feed_tasks(self) -> int:
+        """Read as many items as there are free slots, prepare them, start a task for each."""
+        messages = self._read(self._spec.concurrency - len(self._tasks))
+        if not messages:
+            return 0
+        dispatch = messages
+        if self._prepare is not None:
+            try:
+                dispatch = self._kept(messages, await _maybe_await(self._prepare, messages))
+            except Exception:
+                dispatch = self._prepare_failed(messages)
+        if self._stop_seen():
+            return len(messages)  # not started: left unacknowledged for the next run
+        for message in dispatch:
+            task = asyncio.create_task(self._handle_task(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(messages)
+
+    async def _handle_task(self, message: Message) -> None:
+        while True:
+            message._deferred = False
+            try:
+                await self._handler.handle(message)
+            except Exception:
+                if self._stopping.is_set():  # shutting down: leave the item for the next run
+                    return
+                if await self._stopping.sleep(self._retry_delay(message)):
+                    return  # not acknowledged: redelivered after a restart
+                continue
+            if not message._deferred:
+                message.ack()
+            return
+
+    async def _drain_tasks(self) -> None:
+        self._stopping.set()  # wakes every task sleeping in a back-off
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=_DRAIN_TIMEOUT_S)
+            for task in pending:
+                task.cancel()  # left unacknowledged: redelivered after a restart
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        await _maybe_await(getattr(self._handler, "stop", None))
+        self._consumer.close()  # commits what is settled
+
+
+async def _maybe_await(method: Any, *args: Any) -> Any:
+    """Call an optional hook, awaiting it if it is a coroutine function."""
+    if not callable(method):
+        return None
+    result = method(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 def run_schedule(spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:

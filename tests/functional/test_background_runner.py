@@ -1,13 +1,16 @@
 """A background function fed by runtime.workers.BackgroundRunner from a real queue in tmp_path.
 
 The handler is defined here and hands each item to a spec'd fake, the way Chalice's test client
-delivers a queue message to a handler in-process.
+delivers a queue message to a handler in-process. Every test runs twice: with a plain handler
+(called from threads) and with a coroutine handler (tasks on an event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -80,9 +83,52 @@ class DeferringRecorder(Recorder):
         self._acks.put((message.body["id"], message.defer()))
 
 
+class AsyncRecorder(Recorder):
+    """``Recorder`` as a coroutine function; the ledger (which may block) runs in a thread."""
+
+    async def handle(self, message: Message) -> None:  # type: ignore[override]
+        await asyncio.to_thread(self._ledger.record, message.body)
+
+
+class AsyncBatchRecorder(BatchRecorder):
+    """``BatchRecorder`` as coroutines."""
+
+    async def prepare(self, messages: list[Message]) -> list[Message]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().prepare(messages)
+
+    async def handle(self, message: Message) -> None:  # type: ignore[override]
+        await asyncio.to_thread(self._ledger.record, {**message.body, "note": message.note})
+
+
+class AsyncDeferringRecorder(DeferringRecorder):
+    """``DeferringRecorder`` as a coroutine function."""
+
+    async def handle(self, message: Message) -> None:  # type: ignore[override]
+        await asyncio.to_thread(self._ledger.record, message.body)
+        self._acks.put((message.body["id"], message.defer()))
+
+
+_ASYNC_TWIN = {
+    Recorder: AsyncRecorder,
+    BatchRecorder: AsyncBatchRecorder,
+    DeferringRecorder: AsyncDeferringRecorder,
+}
+_STYLE = "threads"
+
+
+@pytest.fixture(params=["threads", "asyncio"], autouse=True)
+def style(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which way the handlers under test are written."""
+    monkeypatch.setattr(sys.modules[__name__], "_STYLE", request.param)
+    return request.param
+
+
 def spec(
     ledger: Ledger, concurrency: int = 4, handler: type = Recorder, **settings: Any
 ) -> FunctionSpec:
+    if _STYLE == "asyncio":
+        handler = _ASYNC_TWIN[handler]
     return FunctionSpec(
         name="recorder",
         kind="background",
