@@ -10,9 +10,11 @@ observed. The rule, in order:
 2. The cheapest fast processor wins. Waiting on a slow cheap one costs more than the fee
    difference: it holds a worker for the whole delay, and a payment that takes longer than the
    auditor's margin (2 s) would show on the processor before it shows in our summary.
-3. If no processor is fast, a half-open breaker's processor gets one probe (recovery is
-   noticed at once, and a breaker that is never probed would never close); otherwise the
-   cheapest usable one wins.
+3. A half-open breaker's processor cheaper than the fast one we would take gets one probe
+   (one at a time, deployment-wide): a breaker only closes after a probe succeeds, so one
+   never probed would keep payments on a dearer processor for good. If no processor is fast,
+   any half-open one is probed before settling for a slow one; otherwise the cheapest usable
+   one wins.
 4. A dearer processor is taken only once the payment has waited ``router.max_wait_s`` for the
    cheaper one (0: at once), which lets a deployment trade latency for fees.
 5. If none is usable, the payment waits (``None``).
@@ -115,16 +117,21 @@ class Router:
         fast = [
             name for name in usable if self._expected_ms(name, views[name]) < self._config.slow_ms
         ]
-        if fast and (fast[0] == cheapest or not patient):
-            return Route(fast[0])
-        # Before settling for a slow processor (or none), test a half-open one: a breaker only
-        # closes after a probe succeeds, so skipping it here would keep it open for good.
+        taken = fast[0] if fast and (fast[0] == cheapest or not patient) else None
+        if taken == cheapest:
+            return Route(taken)
+        # Test a half-open processor cheaper than the fast one we would take, or, with none
+        # fast, any before settling for a slow one (rule 3).
         for name in self._by_fee:
-            view = views.get(name)
+            if name == taken:
+                break  # the rest are dearer than a fast one: not worth a probe
             if name != cheapest and patient:
                 break  # a dearer processor is not even probed before max_wait_s (rule 4)
+            view = views.get(name)
             if view is not None and view.half_open and not view.failing and may_probe(name):
                 return Route(name, probe=True)
+        if taken is not None:
+            return Route(taken)
         if usable and (usable[0] == cheapest or not patient):
             return Route(usable[0])
         return None

@@ -65,9 +65,7 @@ def test_processors_are_ranked_by_fee_not_by_name() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "view", [FAILING, OPEN, HALF_OPEN], ids=["failing", "breaker_open", "half_open"]
-)
+@pytest.mark.parametrize("view", [FAILING, OPEN], ids=["failing", "breaker_open"])
 def test_an_unusable_cheap_processor_is_passed_over_for_a_usable_one(view: ProcessorView) -> None:
     assert router().choose({"default": view, "fallback": HEALTHY}, 0, no_probe) == Route("fallback")
 
@@ -221,6 +219,29 @@ def test_a_half_open_processor_that_reports_failing_is_not_probed() -> None:
 
     assert router().choose(views, 0, probes_allowed(asked)) is None
     assert asked == []
+
+
+def test_a_cheaper_half_open_processor_is_probed_although_a_dearer_one_is_fast() -> None:
+    # Never probed, its breaker would never close: every payment would stay on the fallback.
+    asked: list[str] = []
+    views = {"default": HALF_OPEN, "fallback": HEALTHY}
+
+    assert router().choose(views, 0, probes_allowed(asked)) == Route("default", probe=True)
+    assert asked == ["default"]
+
+
+def test_when_the_cheaper_ones_probe_is_taken_elsewhere_the_fast_dearer_one_is_used() -> None:
+    asked: list[str] = []
+    views = {"default": HALF_OPEN, "fallback": HEALTHY}
+
+    assert router().choose(views, 0, probes_allowed(asked, allowed=False)) == Route("fallback")
+    assert asked == ["default"]
+
+
+def test_a_dearer_half_open_processor_is_not_probed_while_the_cheapest_is_fast() -> None:
+    views = {"default": HEALTHY, "fallback": HALF_OPEN}
+
+    assert router().choose(views, 0, no_probe) == Route("default")
 
 
 def test_a_patient_payment_probes_the_cheap_half_open_processor_instead_of_going_dearer() -> None:
