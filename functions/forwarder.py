@@ -1,125 +1,169 @@
 """Forwarder (background): takes payments off the queue and delivers each exactly once.
 
-``payments/delivery.py`` holds the state machine; this file wires it and logs one line per
-payment outcome.
+``payments/delivery.py`` holds the state machine; this file wires it and logs the outcomes.
+It is a coroutine function: the runtime runs one task per payment on an event loop, so
+hundreds of payments wait on the processors at once without a thread each.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from payments.delivery import Claimed, Delivery, Payment
+from payments.delivery import Claimed, Delivered, Delivery, Payment
 from payments.router import LatencyTracker, Router
+from payments.shared_state import SharedStateClient
 from payments.store import BatchWriter
-from payments.wiring import processor_clients, shared_state
+from payments.wiring import async_processor_clients, shared_state
 from runtime.deps import FunctionContext
 from runtime.metrics import AttemptRecorder
 from runtime.workers import Message
 
 _log = logging.getLogger("functions.forwarder")
+_TALLY_INTERVAL_S = 10.0
 
 
 class Forwarder:
-    """The runtime calls ``prepare`` with each batch read from the queue, then ``handle`` from
-    ``concurrency`` threads, one payment per call."""
+    """The runtime calls ``prepare`` with each batch read from the queue, then ``handle`` once
+    per payment, up to ``concurrency`` at a time."""
 
     def __init__(self, context: FunctionContext) -> None:
         deps = context.deps
         config = deps.config
-        concurrency = int(context.settings.get("pool_size", 256))
-        self._clients = processor_clients(deps, concurrency)
+        max_connections = int(context.settings.get("max_connections", 512))
+        self._clients = async_processor_clients(deps, max_connections)
         self._writer = BatchWriter(
             deps.database,
             config.postgres.batch_max,
             config.postgres.batch_linger_ms,
             stopping=context.stopping,
         )
+        self._shared = SharedStateClient(shared_state(deps), config.router.state_cache_ms / 1000)
         latency = LatencyTracker(deps.clock.monotonic)
         fees = {name: p.fee for name, p in config.processors.items()}
         self._delivery = Delivery(
-            processors=self._clients,
+            processors=dict(self._clients),
             router=Router(config.router, fees, latency),
             latency=latency,
-            shared=shared_state(deps),
+            shared=self._shared,
             writer=self._writer,
             clock=deps.clock,
             config=config.forwarder,
             attempts=AttemptRecorder(deps.metrics),
-            stopping=context.stopping,
+            sleep=context.stopping.sleep,
         )
         self._clock = deps.clock
         self._active: set[str] = set()
-        self._active_lock = threading.Lock()
+        self._tally = _Tally()
 
     def start(self) -> None:
-        """Start the batch writer before the first item arrives."""
+        """Start the batch writer and the shared-state thread before the first item arrives."""
         self._writer.start()
+        self._shared.start()
 
     def stop(self) -> None:
-        """Flush the writer and close the pools."""
+        """Flush the writer, stop the shared-state thread, close the connections."""
         self._writer.stop()
+        self._shared.stop()
         for client in self._clients.values():
             client.close()
+        self._tally.report(force=True)
 
-    def prepare(self, messages: list[Message]) -> list[Message]:
+    async def prepare(self, messages: list[Message]) -> list[Message]:
         """Claim the batch just read in one statement before its items are dispatched.
 
         An id already being delivered here is left out (and so acknowledged): the copy in
         flight settles it.
         """
         taken: list[Message] = []
-        with self._active_lock:
-            for message in messages:
-                correlation_id = message.body["id"]
-                if correlation_id in self._active:
-                    _log_repeat(correlation_id)
-                    continue
-                self._active.add(correlation_id)
-                taken.append(message)
+        for message in messages:
+            correlation_id = message.body["id"]
+            if correlation_id in self._active:
+                self._repeat(correlation_id)
+                continue
+            self._active.add(correlation_id)
+            taken.append(message)
         try:
-            claimed = self._delivery.claim_many([_payment(message.body) for message in taken])
+            claimed = await self._delivery.claim_many([_payment(message.body) for message in taken])
         except BaseException:
-            with self._active_lock:
-                for message in taken:
-                    self._active.discard(message.body["id"])
+            for message in taken:
+                self._active.discard(message.body["id"])
             raise
         for message, found in zip(taken, claimed, strict=True):
             message.note = _Taken(found)
         return taken
 
-    def handle(self, message: Message) -> None:
+    async def handle(self, message: Message) -> None:
         """Deliver one payment; it is acknowledged once its end state is committed."""
         payment = _payment(message.body)
         correlation_id = payment.correlation_id
         taken: _Taken | None = message.note
         if taken is None:  # not through prepare (it failed, or this is a retry)
-            with self._active_lock:
-                if correlation_id in self._active:
-                    _log_repeat(correlation_id)
-                    return
-                self._active.add(correlation_id)
+            if correlation_id in self._active:
+                self._repeat(correlation_id)
+                return
+            self._active.add(correlation_id)
         started = self._clock.monotonic()
         try:
-            delivered = self._delivery.deliver(
-                payment, taken.claimed if taken else None, settled=message.defer()
+            delivered = await self._delivery.deliver(
+                payment, taken.claimed if taken else None, message.defer()
             )
         finally:
-            with self._active_lock:
-                self._active.discard(correlation_id)
-        fields = {
-            "correlation_id": correlation_id,
-            "outcome": delivered.outcome,
-            "amount": message.body["amount"],
-            "attempts": delivered.attempts,
-            "seconds": round(self._clock.monotonic() - started, 4),
-        }
-        if delivered.attempts > 1 or "lookup" in "".join(delivered.path):
-            fields["path"] = list(delivered.path)  # only when it took more than one step
-        _log.info("payment outcome", extra=fields)
+            self._active.discard(correlation_id)
+        self._tally.add(delivered)
+        if delivered.attempts == 1 and len(delivered.path) == 1:
+            return  # the common case: counted in the tally, in the metrics and in PostgreSQL
+        _log.info(
+            "payment outcome",
+            extra={
+                "correlation_id": correlation_id,
+                "outcome": delivered.outcome,
+                "amount": message.body["amount"],
+                "attempts": delivered.attempts,
+                "seconds": round(self._clock.monotonic() - started, 4),
+                "path": list(delivered.path),
+            },
+        )
+
+    def _repeat(self, correlation_id: str) -> None:
+        self._tally.counts["repeat_in_flight"] += 1
+        _log.info(
+            "payment outcome",
+            extra={"correlation_id": correlation_id, "outcome": "repeat_in_flight"},
+        )
+
+
+class _Tally:
+    """Outcomes counted and logged as one line every ``_TALLY_INTERVAL_S``.
+
+    A payment delivered at the first attempt gets no line of its own: at hundreds a second,
+    formatting them would cost more than delivering them. Everything else (a retry, a lookup,
+    a repeat) is logged with its path.
+    """
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._since = time.monotonic()
+
+    def add(self, delivered: Delivered) -> None:
+        self.counts[delivered.outcome] += 1
+        self.report()
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not (force or now - self._since >= _TALLY_INTERVAL_S):
+            return
+        if self.counts:
+            _log.info(
+                "payments delivered",
+                extra={"seconds": round(now - self._since, 1), "outcomes": dict(self.counts)},
+            )
+        self.counts.clear()
+        self._since = now
 
 
 @dataclass(frozen=True)
@@ -131,10 +175,3 @@ class _Taken:
 
 def _payment(body: dict[str, Any]) -> Payment:
     return Payment(body["id"], Decimal(body["amount"]), float(body["t"]))
-
-
-def _log_repeat(correlation_id: str) -> None:
-    _log.info(
-        "payment outcome",
-        extra={"correlation_id": correlation_id, "outcome": "repeat_in_flight"},
-    )

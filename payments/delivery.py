@@ -35,22 +35,25 @@ The attempt is written to PostgreSQL *before* each POST, so a forwarder killed m
 comes back (the queue redelivers the item) pinned to the right processor. A payment is recorded
 ``processed`` only after its processor holds it, with the ``requestedAt`` the processor holds,
 so our summary never counts what the processors do not.
+
+Every step is a coroutine: hundreds of payments run through this machine at once on one event
+loop, each waiting on its processor, its lookup or its back-off without holding a thread.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from payments.isotime import format_epoch_ms, from_epoch_ms, parse
-from payments.processors import AttemptResult, Outcome, ProcessorClient, ProcessorError
+from payments.processors import AttemptResult, Outcome, ProcessorError, StoredPayment
 from payments.router import LatencyTracker, Route, Router
-from payments.shared_state import SharedState
-from payments.store import BatchWriter, Claim, ClaimState
+from payments.shared_state import ProcessorView
+from payments.store import Claim, ClaimRow, ClaimState
 from runtime.config import ForwarderConfig
 from runtime.deps import Clock
 from runtime.metrics import AttemptRecorder
@@ -60,6 +63,47 @@ _log = logging.getLogger("payments.delivery")
 
 class Stopping(Exception):
     """The worker is shutting down; the item stays in the queue and is delivered later."""
+
+
+class Processor(Protocol):
+    """What the machine needs of a processor (``AsyncProcessorClient`` is one)."""
+
+    async def post_payment(
+        self, correlation_id: str, amount: Decimal, requested_at: str
+    ) -> AttemptResult: ...
+
+    async def get_payment(self, correlation_id: str) -> StoredPayment | None: ...
+
+
+class Shared(Protocol):
+    """The shared health and breakers (``SharedStateClient`` is this)."""
+
+    def snapshot(self) -> dict[str, ProcessorView]: ...
+
+    def record_failure(self, name: str, view: ProcessorView | None = None) -> None: ...
+
+    def record_success(self, name: str, view: ProcessorView) -> None: ...
+
+    async def try_probe(self, name: str, hold_s: float) -> bool: ...
+
+
+class Writer(Protocol):
+    """Where payments are recorded (``BatchWriter`` is this)."""
+
+    async def claim(self, rows: list[ClaimRow]) -> list[Claim]: ...
+
+    async def record_attempt(
+        self, correlation_id: str, processor: str, requested_at: datetime
+    ) -> None: ...
+
+    def record_processed(
+        self,
+        correlation_id: str,
+        amount: Decimal,
+        processor: str,
+        requested_at: datetime,
+        then: Callable[[], None],
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +131,7 @@ class _Attempts:
     correlation_id: str
     amount: Decimal
     intake_s: float
-    settled: Callable[[], None] | None = None
+    settled: Callable[[], None]
     pinned_to: str | None = None
     last_uncertain_s: float = 0.0
     attempts: int = 0
@@ -106,20 +150,25 @@ class Delivered:
 
 
 class Delivery:
-    """Runs the state machine above for one payment at a time per calling thread."""
+    """Runs the state machine above, one coroutine per payment.
+
+    ``sleep(seconds)`` is how a payment backs off: it returns ``True`` once the process is
+    stopping (``runtime.stopping.Stopping.sleep``), which ends the payment's delivery with
+    ``Stopping`` and leaves it in the queue.
+    """
 
     def __init__(
         self,
         *,
-        processors: dict[str, ProcessorClient],
+        processors: dict[str, Processor],
         router: Router,
         latency: LatencyTracker,
-        shared: SharedState,
-        writer: BatchWriter,
+        shared: Shared,
+        writer: Writer,
         clock: Clock,
         config: ForwarderConfig,
         attempts: AttemptRecorder,
-        stopping: threading.Event,
+        sleep: Callable[[float], Awaitable[bool]],
     ) -> None:
         self._processors = processors
         self._router = router
@@ -129,9 +178,9 @@ class Delivery:
         self._clock = clock
         self._config = config
         self._attempts = attempts
-        self._stopping = stopping
+        self._sleep = sleep
 
-    def claim_many(self, payments: list[Payment]) -> list[Claimed | None]:
+    async def claim_many(self, payments: list[Payment]) -> list[Claimed | None]:
         """Claim a batch in one statement, each for the processor the router names now
         (one of them may be a half-open breaker's probe). ``None`` for a payment that no
         processor can take at once: ``deliver`` routes and claims it on its own, waiting."""
@@ -139,7 +188,7 @@ class Delivery:
             return []
         views = self._shared.snapshot()
         waited_s = self._clock.now() - max(payment.intake_s for payment in payments)
-        first = self._router.choose(views, waited_s, self._may_probe)
+        first = await self._choose(views, waited_s)
         rest = first
         if first is not None and first.probe:  # one probe; the rest go where they would
             rest = self._router.choose(views, waited_s, _no_probe)
@@ -150,7 +199,7 @@ class Delivery:
         if not taken:
             return [None] * len(payments)
         claims = iter(
-            self._writer.claim(
+            await self._writer.claim(
                 [
                     (
                         p.correlation_id,
@@ -165,28 +214,24 @@ class Delivery:
         )
         return [Claimed(next(claims), route, requested_ms) if route else None for route in routes]
 
-    def deliver(
-        self,
-        payment: Payment,
-        claimed: Claimed | None = None,
-        settled: Callable[[], None] | None = None,
+    async def deliver(
+        self, payment: Payment, claimed: Claimed | None, settled: Callable[[], None]
     ) -> Delivered:
         """Take the payment to its end state, from its batch claim if it has one; returns how
         it ended and how it got there.
 
-        Without ``settled``, returns once the end state is committed. With it, may return
-        before: ``settled`` is called exactly once, when the end state is committed (from the
-        writer's thread), or not at all if this raises.
+        May return before the end state is committed: ``settled`` is called exactly once, when
+        it is (from the writer's thread), or not at all if this raises.
         """
         state = _Attempts(payment.correlation_id, payment.amount, payment.intake_s, settled)
-        outcome = self._deliver(state, claimed)
+        outcome = await self._deliver(state, claimed)
         return Delivered(outcome, state.attempts, tuple(state.history))
 
-    def _deliver(self, state: _Attempts, claimed: Claimed | None) -> str:
+    async def _deliver(self, state: _Attempts, claimed: Claimed | None) -> str:
         if claimed is None:
-            route = self._route(state)
+            route = await self._route(state)
             requested_ms = self._stamp()
-            [claim] = self._writer.claim(
+            [claim] = await self._writer.claim(
                 [
                     (
                         state.correlation_id,
@@ -200,8 +245,7 @@ class Delivery:
             claimed = Claimed(claim, route, requested_ms)
         claim = claimed.claim
         if claim.state in (ClaimState.PROCESSED, ClaimState.PURGED):
-            if state.settled is not None:
-                state.settled()  # nothing to write: settled already
+            state.settled()  # nothing to write: settled already
             return "repeat" if claim.state is ClaimState.PROCESSED else "purged"
         if claim.state is ClaimState.PENDING:
             # Its last attempt may still land at that processor: only it may be asked.
@@ -210,22 +254,22 @@ class Delivery:
                 state.amount = Decimal(claim.amount)
             state.pinned_to = claim.processor
             state.last_uncertain_s = claim.attempted_at or self._clock.now()
-            return self._run(state, None, 0)
-        return self._run(state, claimed.route, claimed.requested_ms)
+            return await self._run(state, None, 0)
+        return await self._run(state, claimed.route, claimed.requested_ms)
 
-    def _run(self, state: _Attempts, route: Route | None, requested_ms: int) -> str:
+    async def _run(self, state: _Attempts, route: Route | None, requested_ms: int) -> str:
         """The loop of SENDING, PINNED and ROUTING until the payment is DONE."""
         while True:
             if route is None:
-                route = self._next_route(state)
+                route = await self._next_route(state)
                 if isinstance(route, str):
                     return route
                 requested_ms = self._stamp()
-                self._writer.record_attempt(
+                await self._writer.record_attempt(
                     state.correlation_id, route.processor, from_epoch_ms(requested_ms)
                 )
             processor = route.processor
-            result = self._attempt(state, route, requested_ms)
+            result = await self._attempt(state, route, requested_ms)
             route = None
             if result.outcome is Outcome.STORED:
                 self._writer.record_processed(
@@ -237,7 +281,7 @@ class Delivery:
                 )
                 return f"processed:{processor}"
             if result.outcome is Outcome.ALREADY_STORED:
-                held = self._lookup(state, processor)
+                held = await self._lookup(state, processor)
                 if held is not None:
                     return held
                 state.pinned_to, state.last_uncertain_s = processor, self._clock.now()
@@ -245,13 +289,13 @@ class Delivery:
                 state.pinned_to, state.last_uncertain_s = processor, requested_ms / 1000
             # NOT_STORED: a pinned payment stays pinned; a free one is routed again.
 
-    def _next_route(self, state: _Attempts) -> Route | str:
+    async def _next_route(self, state: _Attempts) -> Route | str:
         """PINNED or ROUTING: where the next attempt goes, or how the payment ended."""
-        self._pause(state)
+        await self._pause(state)
         processor = state.pinned_to
         if processor is None:
-            return self._route(state)
-        held = self._lookup(state, processor)
+            return await self._route(state)
+        held = await self._lookup(state, processor)
         if held is not None:
             return held
         if self._clock.now() - state.last_uncertain_s < self._config.unpin_after_s:
@@ -260,17 +304,17 @@ class Delivery:
             "unpinned", extra={"correlation_id": state.correlation_id, "processor": processor}
         )
         state.pinned_to = None
-        return self._route(state)
+        return await self._route(state)
 
-    def _lookup(self, state: _Attempts, processor: str) -> str | None:
+    async def _lookup(self, state: _Attempts, processor: str) -> str | None:
         """GET the payment on ``processor`` until it answers; record it if found."""
         while True:
             try:
-                held = self._processors[processor].get_payment(state.correlation_id)
+                held = await self._processors[processor].get_payment(state.correlation_id)
             except ProcessorError as exc:
                 state.history.append(f"lookup:{processor}:error")
                 _log.debug("lookup failed", extra={"error": str(exc)})
-                self._pause(state)
+                await self._pause(state)
                 continue
             if held is None:
                 state.history.append(f"lookup:{processor}:absent")
@@ -281,13 +325,13 @@ class Delivery:
             )
             return f"processed:{processor}:confirmed"
 
-    def _attempt(self, state: _Attempts, route: Route, requested_ms: int) -> AttemptResult:
+    async def _attempt(self, state: _Attempts, route: Route, requested_ms: int) -> AttemptResult:
         processor = route.processor
         client = self._processors[processor]
         state.attempts += 1
         self._attempts.started()
         token = self._latency.begin(processor)
-        result = client.post_payment(
+        result = await client.post_payment(
             state.correlation_id, state.amount, format_epoch_ms(requested_ms)
         )
         self._latency.observe(processor, result.duration_s, token)
@@ -301,30 +345,40 @@ class Delivery:
             self._shared.record_failure(processor, view if route.probe else None)
         return result
 
-    def _route(self, state: _Attempts) -> Route:
+    async def _route(self, state: _Attempts) -> Route:
         """ROUTING: wait until the router names a processor."""
         while True:
             waited_s = self._clock.now() - state.intake_s
-            route = self._router.choose(
-                self._shared.snapshot(),
-                waited_s,
-                self._may_probe,
-            )
+            route = await self._choose(self._shared.snapshot(), waited_s)
             if route is not None:
                 return route
-            self._pause(state)
+            await self._pause(state)
 
-    def _may_probe(self, processor: str) -> bool:
-        return self._shared.try_probe(processor, self._config.request_timeout_s)
+    async def _choose(self, views: dict[str, ProcessorView], waited_s: float) -> Route | None:
+        """The router's choice, with a probe only where this caller won the shared probe.
 
-    def _pause(self, state: _Attempts) -> None:
+        The router asks ``may_probe`` of each half-open processor in turn and takes the first
+        that says yes. Winning a probe is a Memcached round trip, which must not block the
+        loop: so each round lets the router pick its candidate, awaits the probe for it, and
+        if another worker holds that probe, asks again without it.
+        """
+        refused: set[str] = set()
+        while True:
+            route = self._router.choose(views, waited_s, lambda name: name not in refused)
+            if route is None or not route.probe:
+                return route
+            if await self._shared.try_probe(route.processor, self._config.request_timeout_s):
+                return route
+            refused.add(route.processor)
+
+    async def _pause(self, state: _Attempts) -> None:
         """Back off, longer each time this payment has to wait; wake at once when stopping."""
         state.waits += 1
         delay_ms = min(
             self._config.retry_initial_ms * 2 ** min(state.waits - 1, 10),
             self._config.retry_max_ms,
         )
-        if self._stopping.wait(delay_ms / 1000):
+        if await self._sleep(delay_ms / 1000):
             raise Stopping(state.correlation_id)
 
     def _stamp(self) -> int:

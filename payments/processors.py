@@ -1,4 +1,9 @@
-"""Talk to one payment processor over a pooled urllib3 connection.
+"""Talk to one payment processor.
+
+``AsyncProcessorClient`` is the forwarder's: hundreds of payments in flight on one event loop,
+over ``runtime.http_client`` (urllib3 would cost more CPU per payment than the rest of the
+forwarder together; that module says how much). ``ProcessorClient`` is the blocking one, over
+urllib3, for the health poller and for tools.
 
 Each answer to a payment is turned into what it tells us about the processor's store, which
 is all the delivery state machine needs:
@@ -28,8 +33,12 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
+from urllib3.util import parse_url
+
+from runtime.http_client import ConnectionPool, NoResponse, RequestNotSent
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON_HEADER_LINE = "Content-Type: application/json\r\n"
 
 
 class Outcome(enum.Enum):
@@ -94,10 +103,7 @@ class ProcessorClient:
         self, correlation_id: str, amount: Decimal, requested_at: str
     ) -> AttemptResult:
         """Send one payment; never raises for what the network or the processor does."""
-        body = (
-            f'{{"correlationId":"{correlation_id}","amount":{amount},'
-            f'"requestedAt":"{requested_at}"}}'
-        ).encode()
+        body = _payment_body(correlation_id, amount, requested_at)
         started = time.monotonic()
         try:
             response = self._pool.urlopen(
@@ -116,16 +122,7 @@ class ProcessorClient:
             return AttemptResult(outcome, 0, time.monotonic() - started)
         except (ReadTimeoutError, ProtocolError, HTTPError, OSError):
             return AttemptResult(Outcome.UNCERTAIN, 0, time.monotonic() - started)
-        duration = time.monotonic() - started
-        status = response.status
-        if 200 <= status < 300:
-            return AttemptResult(Outcome.STORED, status, duration)
-        if status == 422:
-            return AttemptResult(Outcome.ALREADY_STORED, status, duration)
-        if status >= 500 or status == 429:
-            return AttemptResult(Outcome.NOT_STORED, status, duration)
-        # Any other 4xx: the processor refused what we sent and stored nothing; it is retried.
-        return AttemptResult(Outcome.NOT_STORED, status, duration)
+        return _answered(response.status, time.monotonic() - started)
 
     def get_payment(self, correlation_id: str) -> StoredPayment | None:
         """What the processor holds for this id, or ``None`` if it holds nothing.
@@ -134,12 +131,7 @@ class ProcessorClient:
             ProcessorError: no definite answer (network trouble, 5xx).
         """
         data = self._get_json(f"/payments/{correlation_id}", allow_404=True)
-        if data is None:
-            return None
-        try:
-            return StoredPayment(Decimal(str(data["amount"])), str(data["requestedAt"]))
-        except (KeyError, TypeError, ArithmeticError):
-            raise ProcessorError(f"{self.name}: unexpected payment lookup answer") from None
+        return None if data is None else _stored_payment(self.name, data)
 
     def service_health(self) -> ServiceHealth:
         """The processor's own word on its state (limited by it to one call per 5 s).
@@ -158,15 +150,113 @@ class ProcessorClient:
             response = self._pool.urlopen("GET", path, retries=False, timeout=self._read_timeout)
         except (HTTPError, OSError) as exc:
             raise ProcessorError(f"{self.name}: GET {path} failed: {type(exc).__name__}") from None
-        if response.status == 404 and allow_404:
-            return None
-        if response.status != 200:
-            raise ProcessorError(f"{self.name}: GET {path} answered {response.status}")
-        try:
-            return json.loads(response.data)
-        except ValueError:
-            raise ProcessorError(f"{self.name}: GET {path} answered invalid JSON") from None
+        return _json_answer(self.name, path, response.status, response.data, allow_404)
 
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+
+class AsyncProcessorClient:
+    """One processor's payment API for an event loop, on kept-alive connections.
+
+    Hundreds of payments wait on the network at once in one thread, at the cost of a future
+    and a timer each (``runtime.http_client``). Not thread-safe: every call must come from the
+    one loop that runs it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        connect_timeout_s: float,
+        request_timeout_s: float,
+        max_connections: int,
+    ) -> None:
+        parsed = parse_url(url)
+        if parsed.scheme not in (None, "http") or not parsed.host:
+            raise ValueError(f"processor {name}: {url!r} is not an http:// URL")
+        self.name = name
+        self.url = url.rstrip("/")
+        self._request_timeout_s = request_timeout_s
+        self._lookup_timeout_s = connect_timeout_s * 2
+        self._pool = ConnectionPool(
+            parsed.host,
+            parsed.port or 80,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+        )
+
+    async def post_payment(
+        self, correlation_id: str, amount: Decimal, requested_at: str
+    ) -> AttemptResult:
+        """Send one payment; never raises for what the network or the processor does."""
+        body = _payment_body(correlation_id, amount, requested_at)
+        started = time.monotonic()
+        try:
+            response = await self._pool.request(
+                "POST",
+                "/payments",
+                body=body,
+                headers=_JSON_HEADER_LINE,
+                timeout_s=self._request_timeout_s,
+            )
+        except RequestNotSent:
+            return AttemptResult(Outcome.NOT_STORED, 0, time.monotonic() - started)
+        except NoResponse:
+            return AttemptResult(Outcome.UNCERTAIN, 0, time.monotonic() - started)
+        return _answered(response.status, time.monotonic() - started)
+
+    async def get_payment(self, correlation_id: str) -> StoredPayment | None:
+        """What the processor holds for this id, or ``None`` if it holds nothing.
+
+        Raises:
+            ProcessorError: no definite answer (network trouble, 5xx).
+        """
+        path = f"/payments/{correlation_id}"
+        try:
+            response = await self._pool.request("GET", path, timeout_s=self._lookup_timeout_s)
+        except (RequestNotSent, NoResponse) as exc:
+            raise ProcessorError(f"{self.name}: GET {path} failed: {exc}") from None
+        found = _json_answer(self.name, path, response.status, response.body, allow_404=True)
+        return None if found is None else _stored_payment(self.name, found)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        self._pool.close()
+
+
+def _payment_body(correlation_id: str, amount: Decimal, requested_at: str) -> bytes:
+    return (
+        f'{{"correlationId":"{correlation_id}","amount":{amount},"requestedAt":"{requested_at}"}}'
+    ).encode()
+
+
+def _answered(status: int, duration_s: float) -> AttemptResult:
+    """What an HTTP answer to ``POST /payments`` says about the processor's store."""
+    if 200 <= status < 300:
+        return AttemptResult(Outcome.STORED, status, duration_s)
+    if status == 422:
+        return AttemptResult(Outcome.ALREADY_STORED, status, duration_s)
+    # 5xx and 429 store nothing; nor does any other 4xx (the processor refused what we sent).
+    # Each is retried.
+    return AttemptResult(Outcome.NOT_STORED, status, duration_s)
+
+
+def _json_answer(name: str, path: str, status: int, data: bytes, allow_404: bool) -> Any:
+    if status == 404 and allow_404:
+        return None
+    if status != 200:
+        raise ProcessorError(f"{name}: GET {path} answered {status}")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ProcessorError(f"{name}: GET {path} answered invalid JSON") from None
+
+
+def _stored_payment(name: str, data: Any) -> StoredPayment:
+    try:
+        return StoredPayment(Decimal(str(data["amount"])), str(data["requestedAt"]))
+    except (KeyError, TypeError, ArithmeticError):
+        raise ProcessorError(f"{name}: unexpected payment lookup answer") from None

@@ -14,13 +14,21 @@ Keys (under the configured prefix), per processor ``p``:
 Memcached is an optimisation, never a requirement: when it does not answer, readers see every
 processor as healthy with a closed breaker and writes are dropped, so payments keep flowing and
 the delivery state machine's own retries keep them safe.
+
+``SharedState`` blocks on Memcached; ``SharedStateClient`` puts it behind a thread of its own
+for an event loop, whose reads of the state then never wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
+import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +41,7 @@ from runtime.deps import Clock
 _log = logging.getLogger("payments.shared_state")
 _MEMCACHE_ERRORS = (MemcacheError, OSError, ValueError)
 _TURN_KEY = "health-turn"
+_PROBE_LOST_MEMORY_S = 0.1
 _KEY_TTL_S = 3600
 
 
@@ -201,6 +210,88 @@ class SharedState:
                 self._warned_at = now
                 _log.warning("memcached unavailable", extra={"error": type(exc).__name__})
             return default
+
+
+class SharedStateClient:
+    """The shared state for an event loop: reads never wait, writes never block it.
+
+    A thread of its own keeps the latest views (refreshed every ``refresh_s``, and at once after
+    a write) and runs the writes handed to it, in order; ``snapshot`` returns what it last read.
+    Only a probe, whose answer decides where a payment goes, is awaited.
+    """
+
+    def __init__(self, shared: SharedState, refresh_s: float) -> None:
+        self._shared = shared
+        self._refresh_s = refresh_s
+        self._views: dict[str, ProcessorView] = {}
+        self._probe_lost_at: dict[str, float] = {}
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="shared-state", daemon=True)
+
+    def start(self) -> None:
+        """Read the state once (bounded by Memcached's timeout), then keep it fresh."""
+        self._views = self._shared.snapshot()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Run the writes still queued, then stop."""
+        self._work.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def snapshot(self) -> dict[str, ProcessorView]:
+        """Every processor's view as last read."""
+        return self._views
+
+    def record_failure(self, name: str, view: ProcessorView | None = None) -> None:
+        """``SharedState.record_failure``, in the background."""
+        self._work.put(lambda: self._shared.record_failure(name, view))
+
+    def record_success(self, name: str, view: ProcessorView) -> None:
+        """``SharedState.record_success``, in the background (nothing to do if all is well)."""
+        if view.failures or view.breaker_open or view.half_open:
+            self._work.put(lambda: self._shared.record_success(name, view))
+
+    async def try_probe(self, name: str, hold_s: float) -> bool:
+        """``SharedState.try_probe``, awaited. A probe lost moments ago is not asked for again:
+        while one is in flight elsewhere, every payment routed here would otherwise cost a
+        Memcached round trip."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._probe_lost_at.get(name, -math.inf) < _PROBE_LOST_MEMORY_S:
+            return False
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def probe() -> None:
+            won = self._shared.try_probe(name, hold_s)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, answer, won)
+
+        self._work.put(probe)
+        won = await answer
+        if not won:
+            self._probe_lost_at[name] = loop.time()
+        return won
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                work = self._work.get(timeout=self._refresh_s)
+            except queue.Empty:
+                work = _refresh_only
+            if work is None:
+                return
+            if work is not _refresh_only:
+                work()
+            self._views = self._shared.snapshot()
+
+
+def _refresh_only() -> None:
+    """Marks a turn of ``SharedStateClient``'s thread that only refreshes the views."""
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _json(raw: Any) -> dict[str, Any]:

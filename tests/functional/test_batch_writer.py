@@ -1,11 +1,13 @@
 """payments.store.BatchWriter against a recording stand-in for the database.
 
-What is checked is the batching contract: writes nobody waits on gather for the linger and are
-acknowledged only once their statement ran; a write somebody waits on is not held back by it.
+What is checked is the batching contract: each turn is one transaction; writes nobody waits on
+gather for the linger (or ride along with an awaited one) and are acknowledged only once their
+transaction committed; an awaited write is not held back by the linger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,32 +15,47 @@ from typing import Any
 
 import pytest
 
-from payments.store import BatchWriter
+from payments.store import BatchWriter, ClaimState
 from runtime.db import DatabaseUnavailable
 
 _NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 _WAIT_S = 5.0
 
 
+def _ids(literal: str) -> list[str]:
+    """The items of an array literal as the writer builds it: ``{"a","b"}``."""
+    inner = literal[1:-1]
+    return [item.strip('"') for item in inner.split(",")] if inner else []
+
+
 class RecordingDatabase:
-    """Records each statement's kind and ids; can be made unavailable, or made to block."""
+    """Records each transaction's statements (kind and ids); can be made unavailable, or made
+    to fail one kind of statement."""
 
     def __init__(self) -> None:
-        self.statements: list[tuple[str, list[str]]] = []
+        self.transactions: list[list[tuple[str, list[str]]]] = []
         self.available = threading.Event()
         self.available.set()
+        self.failing_kind: str | None = None
         self.ran = threading.Condition()
 
-    def run(self, sql: str, *, prepared: bool = False, **params: Any) -> list[list[Any]]:
+    def transaction(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[list[Any]]]:
         if not self.available.is_set():
             raise DatabaseUnavailable("connection refused")
-        kind = "claim" if "purge" in sql else "processed" if "'processed'" in sql else "attempt"
+        ran, results = [], []
+        for sql, params in statements:
+            kind = "claim" if "purge" in sql else "processed" if "'processed'" in sql else "attempt"
+            if kind == self.failing_kind:
+                raise ValueError(f"{kind} statement failed")  # rolled back: nothing recorded
+            ids = _ids(params["ids"])
+            ran.append((kind, ids))
+            # Every claim is new: claimed, not purged, nothing existing.
+            claimed = [[i, True, False, None, None, None, None, None] for i in ids]
+            results.append(claimed if kind == "claim" else [])
         with self.ran:
-            self.statements.append((kind, list(params["ids"])))
+            self.transactions.append(ran)
             self.ran.notify_all()
-        if kind == "claim":  # every claim is new: claimed, not purged, nothing existing
-            return [[i, True, False, None, None, None, None, None] for i in params["ids"]]
-        return []
+        return results
 
 
 @pytest.fixture
@@ -46,14 +63,18 @@ def database() -> RecordingDatabase:
     return RecordingDatabase()
 
 
-def writer_for(database: RecordingDatabase, linger_ms: float) -> BatchWriter:
-    writer = BatchWriter(database, batch_max=500, linger_ms=linger_ms)  # type: ignore[arg-type]
+def writer_for(database: RecordingDatabase, linger_ms: float, **kwargs: Any) -> BatchWriter:
+    writer = BatchWriter(database, batch_max=500, linger_ms=linger_ms, **kwargs)  # type: ignore[arg-type]
     writer.start()
     return writer
 
 
 def processed(writer: BatchWriter, correlation_id: str, then: Any) -> None:
     writer.record_processed(correlation_id, Decimal("19.90"), "default", _NOW, then=then)
+
+
+def claim_row(correlation_id: str) -> tuple[str, Decimal, str, datetime, datetime]:
+    return (correlation_id, Decimal("19.90"), "default", _NOW, _NOW)
 
 
 def test_unawaited_writes_within_the_linger_become_one_statement_acknowledged_after_it(
@@ -77,30 +98,58 @@ def test_unawaited_writes_within_the_linger_become_one_statement_acknowledged_af
     assert all_acked.wait(_WAIT_S)
     writer.stop()
 
-    assert database.statements == [("processed", ["p1", "p2", "p3"])]
+    assert database.transactions == [[("processed", ["p1", "p2", "p3"])]]
     assert acked == ["p1", "p2", "p3"]
 
 
-def test_a_claim_is_not_held_back_by_the_linger(database: RecordingDatabase) -> None:
+def test_an_awaited_claim_takes_the_lingering_writes_along_in_one_transaction(
+    database: RecordingDatabase,
+) -> None:
     writer = writer_for(database, linger_ms=60_000)  # a linger no test would wait out
     acked = threading.Event()
     processed(writer, "p1", acked.set)
-    claims: list[Any] = []
-    claiming = threading.Thread(
-        target=lambda: claims.extend(
-            writer.claim([("c1", Decimal("19.90"), "default", _NOW, _NOW)])
-        ),
-        daemon=True,
-    )
-    claiming.start()
-    claiming.join(_WAIT_S)
 
-    assert [claim.state.value for claim in claims] == ["claimed"]
-    assert database.statements == [("claim", ["c1"])]
-    assert not acked.is_set()
-    writer.stop()  # stopping flushes what the linger still holds
-    assert acked.is_set()
-    assert database.statements[-1] == ("processed", ["p1"])
+    claims = asyncio.run(asyncio.wait_for(writer.claim([claim_row("c1")]), _WAIT_S))
+
+    assert [claim.state for claim in claims] == [ClaimState.CLAIMED]
+    assert database.transactions == [[("claim", ["c1"]), ("processed", ["p1"])]]
+    assert acked.wait(_WAIT_S)
+    writer.stop()
+
+
+def test_concurrent_claims_share_a_turn_and_each_gets_its_own_rows(
+    database: RecordingDatabase,
+) -> None:
+    writer = writer_for(database, linger_ms=0)
+
+    async def claim_both() -> list[list[str]]:
+        first, second = await asyncio.gather(
+            writer.claim([claim_row("a1"), claim_row("a2")]), writer.claim([claim_row("b1")])
+        )
+        return [[c.state.value for c in first], [c.state.value for c in second]]
+
+    answers = asyncio.run(asyncio.wait_for(claim_both(), _WAIT_S))
+    writer.stop()
+
+    assert answers == [["claimed", "claimed"], ["claimed"]]
+    claimed = [ids for turn in database.transactions for kind, ids in turn if kind == "claim"]
+    assert sorted(i for ids in claimed for i in ids) == ["a1", "a2", "b1"]
+
+
+def test_a_failing_kind_fails_alone_and_the_rest_of_its_turn_commits(
+    database: RecordingDatabase,
+) -> None:
+    database.failing_kind = "claim"
+    writer = writer_for(database, linger_ms=60_000)
+    acked = threading.Event()
+    processed(writer, "p1", acked.set)
+
+    with pytest.raises(ValueError, match="claim statement failed"):
+        asyncio.run(asyncio.wait_for(writer.claim([claim_row("c1")]), _WAIT_S))
+
+    assert acked.wait(_WAIT_S)  # the processed write ran again on its own, and committed
+    writer.stop()
+    assert database.transactions == [[("processed", ["p1"])]]
 
 
 def test_an_unawaited_write_is_kept_while_the_database_is_away(
@@ -115,18 +164,36 @@ def test_an_unawaited_write_is_kept_while_the_database_is_away(
     database.available.set()
     assert acked.wait(_WAIT_S)
     writer.stop()
-    assert database.statements == [("processed", ["p1"])]
+    assert database.transactions == [[("processed", ["p1"])]]
 
 
 def test_a_write_that_fails_for_good_is_never_acknowledged(database: RecordingDatabase) -> None:
     stopping = threading.Event()
     database.available.clear()
-    writer = BatchWriter(database, 500, 0, stopping=stopping)  # type: ignore[arg-type]
-    writer.start()
+    writer = writer_for(database, linger_ms=0, stopping=stopping)
     acked = threading.Event()
     processed(writer, "p1", acked.set)
     stopping.set()  # stopping during an outage: the write fails instead of waiting
     writer.stop()
 
     assert not acked.is_set()
-    assert database.statements == []
+    assert database.transactions == []
+
+
+def test_a_claim_during_an_outage_at_shutdown_fails_instead_of_hanging(
+    database: RecordingDatabase,
+) -> None:
+    stopping = threading.Event()
+    database.available.clear()
+    writer = writer_for(database, linger_ms=0, stopping=stopping)
+
+    async def claim_then_stop() -> None:
+        claiming = asyncio.ensure_future(writer.claim([claim_row("c1")]))
+        await asyncio.sleep(0.2)  # retried meanwhile: the database is away
+        assert not claiming.done()
+        stopping.set()
+        await claiming
+
+    with pytest.raises(DatabaseUnavailable):
+        asyncio.run(asyncio.wait_for(claim_then_stop(), _WAIT_S))
+    writer.stop()
