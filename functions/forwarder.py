@@ -87,21 +87,22 @@ class Forwarder:
                 continue
             self._active.add(correlation_id)
             taken.append(message)
+        payments = [_payment(message.body) for message in taken]
         try:
-            claimed = await self._delivery.claim_many([_payment(message.body) for message in taken])
+            claimed = await self._delivery.claim_many(payments)
         except BaseException:
             for message in taken:
                 self._active.discard(message.body["id"])
             raise
-        for message, found in zip(taken, claimed, strict=True):
-            message.note = _Taken(found)
+        for message, payment, found in zip(taken, payments, claimed, strict=True):
+            message.note = _Taken(payment, found)
         return taken
 
     async def handle(self, message: Message) -> None:
         """Deliver one payment; it is acknowledged once its end state is committed."""
-        payment = _payment(message.body)
-        correlation_id = payment.correlation_id
         taken: _Taken | None = message.note
+        payment = taken.payment if taken else _payment(message.body)
+        correlation_id = payment.correlation_id
         if taken is None:  # not through prepare (it failed, or this is a retry)
             if correlation_id in self._active:
                 self._repeat(correlation_id)
@@ -168,8 +169,9 @@ class _Tally:
 
 @dataclass(frozen=True)
 class _Taken:
-    """``prepare`` marked the id as in flight here, and claimed it if it could."""
+    """``prepare`` marked the id as in flight here, read it, and claimed it if it could."""
 
+    payment: Payment
     claimed: Claimed | None
 
 

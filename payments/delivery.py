@@ -45,11 +45,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from payments.isotime import format_epoch_ms, from_epoch_ms, parse
+from payments.isotime import epoch_us, format_epoch_ms, parse
 from payments.processors import AttemptResult, Outcome, ProcessorError, StoredPayment
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
@@ -93,7 +92,7 @@ class Writer(Protocol):
     async def claim(self, rows: list[ClaimRow]) -> list[Claim]: ...
 
     async def record_attempt(
-        self, correlation_id: str, processor: str, requested_at: datetime
+        self, correlation_id: str, processor: str, requested_us: int
     ) -> None: ...
 
     def record_processed(
@@ -101,7 +100,7 @@ class Writer(Protocol):
         correlation_id: str,
         amount: Decimal,
         processor: str,
-        requested_at: datetime,
+        requested_us: int,
         then: Callable[[], None],
     ) -> None: ...
 
@@ -194,7 +193,7 @@ class Delivery:
             rest = self._router.choose(views, waited_s, _no_probe)
         routes = [first, *[rest] * (len(payments) - 1)]
         requested_ms = self._stamp()
-        requested_at = from_epoch_ms(requested_ms)
+        requested_us = requested_ms * 1000
         taken = [(p, route) for p, route in zip(payments, routes, strict=True) if route]
         if not taken:
             return [None] * len(payments)
@@ -205,8 +204,8 @@ class Delivery:
                         p.correlation_id,
                         p.amount,
                         route.processor,
-                        requested_at,
-                        from_epoch_ms(int(p.intake_s * 1000)),
+                        requested_us,
+                        _whole_us(p.intake_s),
                     )
                     for p, route in taken
                 ]
@@ -237,8 +236,8 @@ class Delivery:
                         state.correlation_id,
                         state.amount,
                         route.processor,
-                        from_epoch_ms(requested_ms),
-                        from_epoch_ms(int(state.intake_s * 1000)),
+                        requested_ms * 1000,
+                        _whole_us(state.intake_s),
                     )
                 ]
             )
@@ -266,7 +265,7 @@ class Delivery:
                     return route
                 requested_ms = self._stamp()
                 await self._writer.record_attempt(
-                    state.correlation_id, route.processor, from_epoch_ms(requested_ms)
+                    state.correlation_id, route.processor, requested_ms * 1000
                 )
             processor = route.processor
             result = await self._attempt(state, route, requested_ms)
@@ -276,7 +275,7 @@ class Delivery:
                     state.correlation_id,
                     state.amount,
                     processor,
-                    from_epoch_ms(requested_ms),
+                    requested_ms * 1000,
                     then=state.settled,
                 )
                 return f"processed:{processor}"
@@ -319,9 +318,9 @@ class Delivery:
             if held is None:
                 state.history.append(f"lookup:{processor}:absent")
                 return None
-            requested_at: datetime = parse(held.requested_at)
+            requested_us = epoch_us(parse(held.requested_at))
             self._writer.record_processed(
-                state.correlation_id, held.amount, processor, requested_at, then=state.settled
+                state.correlation_id, held.amount, processor, requested_us, then=state.settled
             )
             return f"processed:{processor}:confirmed"
 
@@ -388,3 +387,7 @@ class Delivery:
 
 def _no_probe(processor: str) -> bool:
     return False
+
+
+def _whole_us(epoch_s: float) -> int:
+    return round(epoch_s * 1_000_000)

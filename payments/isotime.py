@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class BadTimestamp(ValueError):
@@ -18,13 +20,24 @@ def format_ms(epoch_s: float) -> str:
 
 def format_epoch_ms(epoch_ms: int) -> str:
     """``format_ms`` for a whole number of milliseconds, with no float in between."""
-    moment = datetime.fromtimestamp(epoch_ms // 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
+    second, millis = divmod(epoch_ms, 1000)
+    return f"{_second_text(second)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(epoch_second: int) -> str:
+    """The forwarder stamps hundreds of payments a second: one strftime a second does."""
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def from_epoch_ms(epoch_ms: int) -> datetime:
     """An aware UTC datetime exactly ``epoch_ms`` after the epoch (no float rounding)."""
     return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def epoch_us(moment: datetime) -> int:
+    """Whole microseconds since the epoch of an aware datetime (no float rounding)."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def parse(text: str) -> datetime:

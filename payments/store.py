@@ -17,7 +17,6 @@ import logging
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,12 +29,16 @@ _log = logging.getLogger("payments.store")
 _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 2.0
 
+# Timestamps travel as whole microseconds since the epoch: exact, and cheaper to send than
+# rendered text.
 _CLAIM_SQL = """
 WITH v AS (
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]),
-                         CAST(:processors AS text[]), CAST(:requested AS timestamptz[]),
-                         CAST(:intake AS timestamptz[]))
-        AS v(id, amount, processor, requested_at, intake_at)
+    SELECT id, amount, processor,
+           timestamptz 'epoch' + requested_us * interval '1 microsecond' AS requested_at,
+           timestamptz 'epoch' + intake_us * interval '1 microsecond' AS intake_at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]), CAST(:processors AS text[]),
+                CAST(:requested AS bigint[]), CAST(:intake AS bigint[]))
+        AS u(id, amount, processor, requested_us, intake_us)
 ), purge AS (
     SELECT coalesce((SELECT purged_at FROM purges), '-infinity'::timestamptz) AS purged_at
 ), ins AS (
@@ -55,18 +58,21 @@ LEFT JOIN payments existing ON existing.correlation_id = v.id
 """
 
 _ATTEMPT_SQL = """
-UPDATE payments SET processor = v.processor, requested_at = v.requested_at,
-                    attempted_at = now(), updated_at = now()
-FROM unnest(CAST(:ids AS uuid[]), CAST(:processors AS text[]), CAST(:requested AS timestamptz[]))
-    AS v(id, processor, requested_at)
+UPDATE payments
+SET processor = v.processor,
+    requested_at = timestamptz 'epoch' + v.requested_us * interval '1 microsecond',
+    attempted_at = now(), updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:processors AS text[]), CAST(:requested AS bigint[]))
+    AS v(id, processor, requested_us)
 WHERE payments.correlation_id = v.id AND payments.status = 'pending'
 """
 
 _PROCESSED_SQL = """
 INSERT INTO payments (correlation_id, amount, status, processor, requested_at, attempted_at)
-SELECT v.id, v.amount, 'processed', v.processor, v.requested_at, now()
+SELECT v.id, v.amount, 'processed', v.processor,
+       timestamptz 'epoch' + v.requested_us * interval '1 microsecond', now()
 FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS numeric[]), CAST(:processors AS text[]),
-            CAST(:requested AS timestamptz[])) AS v(id, amount, processor, requested_at)
+            CAST(:requested AS bigint[])) AS v(id, amount, processor, requested_us)
 ON CONFLICT (correlation_id) DO UPDATE
 SET status = 'processed', amount = excluded.amount, processor = excluded.processor,
     requested_at = excluded.requested_at, updated_at = now()
@@ -75,8 +81,9 @@ SET status = 'processed', amount = excluded.amount, processor = excluded.process
 
 # Each operation's tuple, in order: the array parameter each position fills.
 _CLAIM_COLUMNS = ("ids", "amounts", "processors", "requested", "intake")
-ClaimRow = tuple[str, Decimal, str, datetime, datetime]
-"""A claim: correlation id, amount, the first attempt's processor and requestedAt, intake."""
+ClaimRow = tuple[str, Decimal, str, int, int]
+"""A claim: correlation id, amount, the first attempt's processor and requestedAt, and when
+intake took it; both times in microseconds since the epoch."""
 _ATTEMPT_COLUMNS = ("ids", "processors", "requested")
 _PROCESSED_COLUMNS = ("ids", "amounts", "processors", "requested")
 
@@ -95,7 +102,7 @@ def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _array_item(value: Any) -> str:
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    text = str(value)
     if '"' in text or "\\" in text:
         text = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
@@ -172,13 +179,17 @@ _Op = tuple[_Kind, list[tuple], "_Awaited | _Then"]
 
 
 class BatchWriter:
-    """Runs queued operations in batches on its own connection, in its own thread.
+    """Writes payments for an event loop, in batches, on its own connection in its own thread.
 
-    Each turn is one transaction holding every operation that was queued: the claims and
-    attempts somebody awaits go at once, and writes nobody waits on (``then``) wait up to
-    ``linger_ms`` for company, or until an awaited one takes them along. While PostgreSQL is
-    away, a turn is retried until it commits; once ``stopping`` is set, it fails instead, so a
-    stopping process is never held up by an outage.
+    On the loop's side, records nobody waits on (``record_processed``) gather for up to
+    ``linger_ms``, and an awaited operation (``claim``, ``record_attempt``) takes whatever
+    gathered along at once; each hand-off to the thread is one queue put, so the thread wakes a
+    few dozen times a second rather than once a payment. The thread makes each turn (all that
+    was handed over meanwhile) one transaction. While PostgreSQL is away, a turn is retried
+    until it commits; once ``stopping`` is set, it fails instead, so a stopping process is
+    never held up by an outage.
+
+    Call every method but ``start`` from the event loop's thread.
     """
 
     def __init__(
@@ -191,7 +202,9 @@ class BatchWriter:
         self._db = database
         self._batch_max = batch_max
         self._linger_s = linger_ms / 1000
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._handed: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        self._unsent: list[_Op] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._loop, name="batch-writer", daemon=True)
         self._started = False
         self._stopping = stopping or threading.Event()
@@ -203,8 +216,9 @@ class BatchWriter:
             self._thread.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then stop."""
-        self._ops.put(None)
+        """Hand over what gathered, finish everything, then stop."""
+        self._hand_over()
+        self._handed.put(None)
         if self._started:
             self._thread.join(timeout=10)
 
@@ -213,71 +227,62 @@ class BatchWriter:
         statement; for each row, say what already existed instead, if anything."""
         return await self._submit(_Kind.CLAIM, rows)
 
-    async def record_attempt(
-        self, correlation_id: str, processor: str, requested_at: datetime
-    ) -> None:
-        """Note, before sending, which processor the next attempt goes to and when."""
-        await self._submit(_Kind.ATTEMPT, [(correlation_id, processor, requested_at)])
+    async def record_attempt(self, correlation_id: str, processor: str, requested_us: int) -> None:
+        """Note, before sending, which processor the next attempt goes to and its requestedAt
+        (microseconds since the epoch)."""
+        await self._submit(_Kind.ATTEMPT, [(correlation_id, processor, requested_us)])
 
     def record_processed(
         self,
         correlation_id: str,
         amount: Decimal,
         processor: str,
-        requested_at: datetime,
+        requested_us: int,
         then: Callable[[], None],
     ) -> None:
-        """Record that ``processor`` holds the payment; returns at once, and ``then`` is called
-        (on the writer's thread) once it is committed."""
-        rows = [(correlation_id, amount, processor, requested_at)]
-        self._ops.put((_Kind.PROCESSED, rows, _Then(then, correlation_id)))
+        """Record that ``processor`` holds the payment with this requestedAt (microseconds since
+        the epoch); returns at once, and ``then`` is called (on the writer's thread) once it is
+        committed."""
+        rows = [(correlation_id, amount, processor, requested_us)]
+        self._unsent.append((_Kind.PROCESSED, rows, _Then(then, correlation_id)))
+        if not self._linger_s or len(self._unsent) >= self._batch_max:
+            self._hand_over()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._linger_s, self._hand_over)
 
     async def _submit(self, kind: _Kind, rows: list[tuple]) -> Any:
         if not rows:
             return []
         waiter = _Awaited(asyncio.get_running_loop())
-        self._ops.put((kind, rows, waiter))
+        self._unsent.append((kind, rows, waiter))
+        self._hand_over()
         return await waiter.future
 
+    def _hand_over(self) -> None:
+        """Give the thread what gathered on the loop's side, in one put."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._unsent:
+            self._handed.put(self._unsent)
+            self._unsent = []
+
     def _loop(self) -> None:
-        # Writes nobody waits on gather here for up to the linger, so a trickle of them becomes
-        # one statement; an awaited write goes at the next turn and takes them along.
-        held: list[_Op] = []
-        held_rows = 0
-        deadline = 0.0
         while True:
-            try:
-                if held:
-                    op = self._ops.get(timeout=max(deadline - time.monotonic(), 0))
-                else:
-                    op = self._ops.get()
-            except queue.Empty:
-                self._turn(held)
-                held, held_rows = [], 0
-                continue
-            if op is None:
-                self._turn(held)
+            handed = self._handed.get()
+            if handed is None:
                 return
-            batch = [op]
-            while len(batch) < self._batch_max:  # whatever else is queued joins this turn
+            ops = list(handed)
+            while len(ops) < self._batch_max:  # whatever else was handed over joins this turn
                 try:
-                    more = self._ops.get_nowait()
+                    more = self._handed.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._ops.put(None)
+                    self._handed.put(None)
                     break
-                batch.append(more)
-            awaited = [op for op in batch if isinstance(op[2], _Awaited)]
-            for op in batch:
-                if isinstance(op[2], _Then):
-                    if not held:
-                        deadline = time.monotonic() + self._linger_s
-                    held.append(op)
-                    held_rows += len(op[1])
-            if awaited or held_rows >= self._batch_max or not self._linger_s:
-                self._turn(awaited + held)
-                held, held_rows = [], 0
+                ops += more
+            self._turn(ops)
 
     def _turn(self, ops: list[_Op]) -> None:
         """One transaction for ``ops``; each caller is answered once it is committed."""

@@ -59,12 +59,14 @@ class QueueConfig:
     commit_interval_ms: int = 100
     """How often consumed positions are saved; items after it are redelivered after a crash
     (background functions are idempotent), so this trades file writes for redelivery."""
-    poll_interval_ms: int = 50
+    poll_interval_ms: int = 20
     """How often a consumer looks for new items. A consumer reads what arrived meanwhile as one
-    batch, so a longer interval makes fewer, larger batches at the cost of that much delay
-    before an item is handled. The forwarder claims each batch in one statement, and
-    PostgreSQL's CPU per payment halves from batches of 5 to batches of 20 (measured: 135 and
-    60 us), so at 300 payments a second per worker 50 ms beats 20 ms."""
+    batch: a longer interval makes fewer, larger batches, cheaper for PostgreSQL (the forwarder
+    claims each batch in one statement), but each is one burst of work for the forwarder and
+    the processor, and the kernel lets a burst run to its end before a request that woke
+    meanwhile on the same CPU is served. Measured at 400 payments a second through Nginx on the
+    2-core machine: 20 ms gave p99 2.2-2.4 ms and 50 ms 2.7-3.0 ms, for about 40% more CPU in
+    the workers and PostgreSQL; latency is what the contest scores."""
 
 
 @dataclass(frozen=True)

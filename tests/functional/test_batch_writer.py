@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from payments.store import BatchWriter, ClaimState
 from runtime.db import DatabaseUnavailable
 
-_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+_NOW_US = 1_764_072_000_000_000  # 2025-11-25T12:00:00Z
 _WAIT_S = 5.0
 
 
@@ -70,11 +69,15 @@ def writer_for(database: RecordingDatabase, linger_ms: float, **kwargs: Any) -> 
 
 
 def processed(writer: BatchWriter, correlation_id: str, then: Any) -> None:
-    writer.record_processed(correlation_id, Decimal("19.90"), "default", _NOW, then=then)
+    writer.record_processed(correlation_id, Decimal("19.90"), "default", _NOW_US, then=then)
 
 
-def claim_row(correlation_id: str) -> tuple[str, Decimal, str, datetime, datetime]:
-    return (correlation_id, Decimal("19.90"), "default", _NOW, _NOW)
+def claim_row(correlation_id: str) -> tuple[str, Decimal, str, int, int]:
+    return (correlation_id, Decimal("19.90"), "default", _NOW_US, _NOW_US)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, _WAIT_S))
 
 
 def test_unawaited_writes_within_the_linger_become_one_statement_acknowledged_after_it(
@@ -92,12 +95,16 @@ def test_unawaited_writes_within_the_linger_become_one_statement_acknowledged_af
 
         return then
 
-    for name in ("p1", "p2", "p3"):
-        processed(writer, name, ack(name))
-    assert acked == []  # nothing is acknowledged before its statement ran
-    assert all_acked.wait(_WAIT_S)
-    writer.stop()
+    async def scenario() -> None:
+        for name in ("p1", "p2", "p3"):
+            processed(writer, name, ack(name))
+        await asyncio.sleep(0.1)
+        assert acked == []  # nothing is acknowledged before its statement ran
+        assert database.transactions == []  # still gathering
+        await asyncio.to_thread(all_acked.wait, _WAIT_S)
 
+    run(scenario())
+    writer.stop()
     assert database.transactions == [[("processed", ["p1", "p2", "p3"])]]
     assert acked == ["p1", "p2", "p3"]
 
@@ -107,9 +114,12 @@ def test_an_awaited_claim_takes_the_lingering_writes_along_in_one_transaction(
 ) -> None:
     writer = writer_for(database, linger_ms=60_000)  # a linger no test would wait out
     acked = threading.Event()
-    processed(writer, "p1", acked.set)
 
-    claims = asyncio.run(asyncio.wait_for(writer.claim([claim_row("c1")]), _WAIT_S))
+    async def scenario() -> list[Any]:
+        processed(writer, "p1", acked.set)
+        return await writer.claim([claim_row("c1")])
+
+    claims = run(scenario())
 
     assert [claim.state for claim in claims] == [ClaimState.CLAIMED]
     assert database.transactions == [[("claim", ["c1"]), ("processed", ["p1"])]]
@@ -128,7 +138,7 @@ def test_concurrent_claims_share_a_turn_and_each_gets_its_own_rows(
         )
         return [[c.state.value for c in first], [c.state.value for c in second]]
 
-    answers = asyncio.run(asyncio.wait_for(claim_both(), _WAIT_S))
+    answers = run(claim_both())
     writer.stop()
 
     assert answers == [["claimed", "claimed"], ["claimed"]]
@@ -142,10 +152,13 @@ def test_a_failing_kind_fails_alone_and_the_rest_of_its_turn_commits(
     database.failing_kind = "claim"
     writer = writer_for(database, linger_ms=60_000)
     acked = threading.Event()
-    processed(writer, "p1", acked.set)
+
+    async def scenario() -> None:
+        processed(writer, "p1", acked.set)
+        await writer.claim([claim_row("c1")])
 
     with pytest.raises(ValueError, match="claim statement failed"):
-        asyncio.run(asyncio.wait_for(writer.claim([claim_row("c1")]), _WAIT_S))
+        run(scenario())
 
     assert acked.wait(_WAIT_S)  # the processed write ran again on its own, and committed
     writer.stop()
@@ -158,12 +171,28 @@ def test_an_unawaited_write_is_kept_while_the_database_is_away(
     database.available.clear()
     writer = writer_for(database, linger_ms=0)
     acked = threading.Event()
-    processed(writer, "p1", acked.set)
 
+    async def scenario() -> None:
+        processed(writer, "p1", acked.set)
+
+    run(scenario())
     assert not acked.wait(0.3)  # retried meanwhile, never acknowledged
     database.available.set()
     assert acked.wait(_WAIT_S)
     writer.stop()
+    assert database.transactions == [[("processed", ["p1"])]]
+
+
+def test_what_gathered_is_written_when_the_writer_stops(database: RecordingDatabase) -> None:
+    writer = writer_for(database, linger_ms=60_000)
+    acked = threading.Event()
+
+    async def scenario() -> None:
+        processed(writer, "p1", acked.set)
+        writer.stop()  # the forwarder stops it from its loop
+
+    run(scenario())
+    assert acked.is_set()
     assert database.transactions == [[("processed", ["p1"])]]
 
 
@@ -172,10 +201,13 @@ def test_a_write_that_fails_for_good_is_never_acknowledged(database: RecordingDa
     database.available.clear()
     writer = writer_for(database, linger_ms=0, stopping=stopping)
     acked = threading.Event()
-    processed(writer, "p1", acked.set)
-    stopping.set()  # stopping during an outage: the write fails instead of waiting
-    writer.stop()
 
+    async def scenario() -> None:
+        processed(writer, "p1", acked.set)
+        stopping.set()  # stopping during an outage: the write fails instead of waiting
+        writer.stop()
+
+    run(scenario())
     assert not acked.is_set()
     assert database.transactions == []
 
@@ -195,5 +227,5 @@ def test_a_claim_during_an_outage_at_shutdown_fails_instead_of_hanging(
         await claiming
 
     with pytest.raises(DatabaseUnavailable):
-        asyncio.run(asyncio.wait_for(claim_then_stop(), _WAIT_S))
+        run(claim_then_stop())
     writer.stop()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from payments.delivery import Claimed, Delivery, Payment, Stopping
-from payments.isotime import from_epoch_ms, parse
+from payments.isotime import epoch_us, parse
 from payments.processors import AttemptResult, Outcome, ProcessorError, StoredPayment
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
@@ -112,24 +111,22 @@ class Writer:
     existing: dict[str, Claim] = field(default_factory=dict)
     log: list[tuple[Any, ...]] = field(default_factory=list)
 
-    async def claim(self, rows: list[tuple[str, Decimal, str, datetime, datetime]]) -> list[Claim]:
+    async def claim(self, rows: list[tuple[str, Decimal, str, int, int]]) -> list[Claim]:
         self.log += [("claim", row[0], row[2], row[3]) for row in rows]
         return [self.existing.get(row[0], Claim(ClaimState.CLAIMED)) for row in rows]
 
-    async def record_attempt(
-        self, correlation_id: str, processor: str, requested_at: datetime
-    ) -> None:
-        self.log.append(("attempt", correlation_id, processor, requested_at))
+    async def record_attempt(self, correlation_id: str, processor: str, requested_us: int) -> None:
+        self.log.append(("attempt", correlation_id, processor, requested_us))
 
     def record_processed(
         self,
         correlation_id: str,
         amount: Decimal,
         processor: str,
-        requested_at: datetime,
+        requested_us: int,
         then: Callable[[], None],
     ) -> None:
-        self.log.append(("processed", correlation_id, processor, requested_at, amount))
+        self.log.append(("processed", correlation_id, processor, requested_us, amount))
         then()
 
     def processed(self) -> list[tuple[Any, ...]]:
@@ -218,7 +215,7 @@ def test_a_payment_the_default_stores_is_claimed_before_the_post_and_recorded_af
     [(_, _, processor, requested_at, amount)] = r.writer.processed()
     assert (processor, amount) == ("default", AMOUNT)
     assert r.default.posts == [r.default.held["p1"].requested_at]
-    assert requested_at == parse(r.default.posts[0])  # the requestedAt the processor holds
+    assert requested_at == epoch_us(parse(r.default.posts[0]))  # what the processor holds
     assert r.settled == ["p1"]
 
 
@@ -250,7 +247,7 @@ def test_an_uncertain_attempt_pins_the_payment_and_a_lookup_settles_it_there() -
     assert r.fallback.posts == []  # never sent elsewhere: the default may store it late
     [(_, _, processor, requested_at, _)] = r.writer.processed()
     assert processor == "default"
-    assert requested_at == parse(r.default.held["p1"].requested_at)
+    assert requested_at == epoch_us(parse(r.default.held["p1"].requested_at))
 
 
 def test_a_pinned_payment_absent_at_its_processor_is_sent_there_again_not_elsewhere() -> None:
@@ -293,7 +290,7 @@ def test_a_422_is_confirmed_by_a_lookup_and_recorded_with_what_the_processor_hol
 
     assert r.deliver() == "processed:default:confirmed"
     [(_, _, _, requested_at, _)] = r.writer.processed()
-    assert requested_at == parse("2025-07-10T12:34:56.789Z")
+    assert requested_at == epoch_us(parse("2025-07-10T12:34:56.789Z"))
 
 
 def test_lookup_errors_are_retried_with_back_off() -> None:
@@ -363,7 +360,7 @@ def test_a_batch_is_claimed_in_one_statement_with_one_requested_at() -> None:
     claims = [entry for entry in r.writer.log if entry[0] == "claim"]
     assert [entry[1] for entry in claims] == ["a", "b", "c"]
     assert len({entry[3] for entry in claims}) == 1
-    assert claims[0][3] == from_epoch_ms(claimed[0].requested_ms)  # type: ignore[union-attr]
+    assert claims[0][3] == claimed[0].requested_ms * 1000  # type: ignore[union-attr]
 
 
 def test_a_half_open_processor_gets_one_probe_from_a_batch_and_the_rest_go_where_they_would() -> (
