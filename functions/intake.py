@@ -10,6 +10,7 @@ import falcon
 
 from payments.validation import PaymentRejected, parse_payment
 from runtime.deps import FunctionContext
+from runtime.metrics import BufferedCounter
 from runtime.queue import QueueFull
 
 
@@ -24,6 +25,7 @@ class Intake:
         self._max_amount = context.config.limits.max_amount
         self._max_body_bytes = context.config.server.max_body_bytes
         self._metrics = context.deps.metrics
+        self._accepted = BufferedCounter(self._metrics.accepted)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         media_type = (req.content_type or "").partition(";")[0].strip().lower()
@@ -56,5 +58,5 @@ class Intake:
                 title="queue_unavailable",
                 description="the payment could not be stored; nothing was accepted, retry later",
             ) from None
-        self._metrics.accepted.inc()
+        self._accepted.inc()
         resp.status = falcon.HTTP_202

@@ -7,7 +7,7 @@ from pathlib import Path
 import falcon
 
 from runtime.deps import FunctionContext
-from runtime.metrics import render
+from runtime.metrics import flush_buffered, render
 
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -19,5 +19,6 @@ class Metrics:
         self._metrics_dir = Path(context.config.metrics_dir)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        flush_buffered()  # this process's counts up to now; another's lag by a second at most
         resp.content_type = _CONTENT_TYPE
         resp.data = render(self._metrics_dir)

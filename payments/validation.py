@@ -33,28 +33,30 @@ def _no_constants(name: str) -> None:
     raise PaymentRejected("invalid_amount", f"{name} is not a number a payment can have")
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants)
+"""Built once: ``json.loads`` with hooks builds a decoder per call."""
+
+
 def parse_payment(body: bytes, max_amount: Decimal) -> Payment:
-    """Parse and check a ``POST /payments`` body, without floats anywhere.
+    """Parse and check a ``POST /payments`` body (UTF-8 JSON), without floats anywhere.
 
     Raises:
         PaymentRejected: the body is not JSON, not an object, misses or adds a field, or a
             field has the wrong type or value.
     """
     try:
-        data = json.loads(
-            body, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants
-        )
+        data = _DECODER.decode(body.decode("utf-8"))
     except PaymentRejected:
         raise
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise PaymentRejected("invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise PaymentRejected("invalid_body", "the body must be a JSON object")
-    missing = sorted(_FIELDS - set(data))
-    if missing:
-        raise PaymentRejected("missing_field", f"'{missing[0]}' is required")
-    extra = sorted(set(data) - _FIELDS)
-    if extra:
+    if data.keys() != _FIELDS:
+        missing = sorted(_FIELDS - set(data))
+        if missing:
+            raise PaymentRejected("missing_field", f"'{missing[0]}' is required")
+        extra = sorted(set(data) - _FIELDS)
         raise PaymentRejected("unknown_field", f"'{extra[0]}' is not a field of a payment")
     correlation_id = data["correlationId"]
     if not isinstance(correlation_id, str) or not _UUID.fullmatch(correlation_id):

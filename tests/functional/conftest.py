@@ -40,7 +40,11 @@ def multiprocess_metrics(config: Config, monkeypatch: pytest.MonkeyPatch) -> Ite
     """
     from prometheus_client import values
 
+    from runtime import metrics
+
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    # This test's buffered counters write to this test's files: forgotten with them.
+    monkeypatch.setattr(metrics, "_BUFFERED", [])
     monkeypatch.setenv(ENV_MULTIPROC_DIR, "")
     monkeypatch.setenv(ENV_PROCESS_ID, "")
     metrics_dir = Path(config.metrics_dir)

@@ -30,7 +30,7 @@ from runtime.config import Config, PurgeConfig
 from runtime.db import Database, DatabaseUnavailable
 from runtime.deps import Clock, Deps
 from runtime.manifest import Manifest, load_manifest
-from runtime.metrics import render
+from runtime.metrics import flush_buffered, render
 from runtime.queue import QueueConsumer
 from tests.functional.fakes import ROOT, FakeClock, with_changes
 
@@ -73,6 +73,7 @@ class World:
 
     def metric(self, sample: str, **labels: str) -> float | None:
         """A sample's value as /metrics would add it up, or None when it is absent."""
+        flush_buffered()  # as GET /metrics does for its own process
         text = render(self.metrics_dir).decode()
         for family in text_string_to_metric_families(text):
             for found in family.samples:

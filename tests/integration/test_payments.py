@@ -256,7 +256,11 @@ def test_metrics_parse_and_add_up_both_instances(
                 backend.request("GET", "/metrics")[1], "payment_requests_total", status="stored"
             )
 
+        def accepted() -> float:  # intake's count is written about once a second
+            return _sample(backend.request("GET", "/metrics")[1], "payments_accepted_total")
+
         settle(lambda: stored_attempts() >= 60, timeout_s=10, what="attempt metrics flushed")
+        settle(lambda: accepted() >= 60, timeout_s=10, what="intake's count flushed")
         _, text, _ = backend.request("GET", "/metrics")
     families = {family.name for family in text_string_to_metric_families(text)}
     assert {
