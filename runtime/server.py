@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.heap import freeze_startup_objects
+
 
 def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
     """Listen on ``bind`` (``unix:PATH`` or ``HOST:PORT``) and serve until SIGINT.
@@ -27,4 +29,5 @@ def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
     else:
         host, _, port = bind.rpartition(":")
         bjoern.listen(app, host, int(port))
+    freeze_startup_objects()
     bjoern.run()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import Config
+from runtime.heap import freeze_before_fork
 from runtime.logs import setup_logging
 from runtime.manifest import Manifest
 from runtime.metrics import forget_instance, forget_process
@@ -112,6 +113,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._ask_stop)
         signal.signal(signal.SIGINT, self._ask_stop)
         forget_instance(self._metrics_dir, self._unit)
+        freeze_before_fork()  # the children share the loaded code's pages: never walked again
         for child in self._children:
             self._spawn(child)
         ready = self.ready_path(self._config, self._unit)

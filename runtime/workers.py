@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runtime.deps import Deps, FunctionContext
+from runtime.heap import freeze_startup_objects
 from runtime.manifest import FunctionSpec
 from runtime.queue import Item, QueueConsumer
 from runtime.stopping import Stopping
@@ -223,6 +224,7 @@ class BackgroundRunner:
         start = getattr(self._handler, "start", None)
         if callable(start):
             start()
+        freeze_startup_objects()
         idle_s = self._poll_s
         try:
             while not self._stop_seen():
@@ -316,6 +318,7 @@ class BackgroundRunner:
     async def _run_loop(self) -> None:
         self._stopping.bind(asyncio.get_running_loop())
         await _maybe_await(getattr(self._handler, "start", None))
+        freeze_startup_objects()
         idle_s = self._poll_s
         try:
             while not self._stop_seen():
