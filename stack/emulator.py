@@ -20,6 +20,9 @@ What it mirrors, from the real service's source (an ASP.NET minimal API over Pos
 * ``/admin/*`` needs ``X-Rinha-Token``; the token is checked after the request is bound, so a
   malformed admin request answers 400 before any 401.
 
+``--journal FILE`` keeps the stored payments in a file as well, so a processor killed and
+started again (the fault suite does) still holds them, as the real one does in its PostgreSQL.
+
 Standard library only: one asyncio event loop, a small HTTP/1.1 parser on ``asyncio.Protocol``
 (keep-alive, pipelining, ``Connection: close``) and timer callbacks for the delays, so hundreds
 of sleeping payments cost a heap entry each rather than a task or a thread.
@@ -292,12 +295,26 @@ class PaymentStore:
     contest's do; otherwise the range is summed, to keep SUM's scale exact).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, journal: str | None = None) -> None:
         self._by_id: dict[str, tuple[Decimal, int]] = {}
         self._instants: list[int] = []
         self._amounts: list[Decimal] = []
         self._prefix: list[Decimal] = [Decimal(0)]
         self._scales: collections.Counter[int] = collections.Counter()
+        self._journal_fd = -1
+        if journal is not None:
+            self._replay(journal)
+            self._journal_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _replay(self, journal: str) -> None:
+        """Load what an earlier run of this processor stored (the real one keeps its payments
+        in PostgreSQL, so they outlive a restart); a torn last line is dropped."""
+        with contextlib.suppress(FileNotFoundError), open(journal, "rb") as lines:
+            for line in lines:
+                if not line.endswith(b"\n"):
+                    break
+                correlation_id, amount, instant = line.decode().split()
+                self._insert(correlation_id, Decimal(amount), int(instant))
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -306,7 +323,12 @@ class PaymentStore:
         return correlation_id in self._by_id
 
     def add(self, correlation_id: str, amount: Decimal, instant_us: int) -> None:
-        """Store a payment whose id is not stored yet."""
+        """Store a payment whose id is not stored yet (in the journal first, if there is one)."""
+        if self._journal_fd >= 0:
+            os.write(self._journal_fd, f"{correlation_id} {amount} {instant_us}\n".encode())
+        self._insert(correlation_id, amount, instant_us)
+
+    def _insert(self, correlation_id: str, amount: Decimal, instant_us: int) -> None:
         self._by_id[correlation_id] = (amount, instant_us)
         self._scales[_scale(amount)] += 1
         instants = self._instants
@@ -357,6 +379,8 @@ class PaymentStore:
 
     def purge(self) -> int:
         """Forget every payment; the number forgotten."""
+        if self._journal_fd >= 0:
+            os.ftruncate(self._journal_fd, 0)
         count = len(self._by_id)
         self._by_id.clear()
         self._instants.clear()
@@ -670,13 +694,14 @@ class Emulator:
         health_window_s: float = _HEALTH_WINDOW_S,
         max_in_flight: int = _PAYMENTS_IN_FLIGHT_LIMIT,
         max_queued: int = _PAYMENTS_QUEUE_LIMIT,
+        journal: str | None = None,
     ) -> None:
         self.name = name
         self.fee = fee
         self.token: str | None = token
         self.delay_ms = 0
         self.failure = False
-        self.store = PaymentStore()
+        self.store = PaymentStore(journal)
         self.connections: set[Connection] = set()
         self._max_in_flight = max_in_flight
         self._max_queued = max_queued
@@ -1007,6 +1032,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=_PAYMENTS_QUEUE_LIMIT,
         help="payments waiting for a slot before 429 (tests lower it)",
     )
+    parser.add_argument(
+        "--journal",
+        default=None,
+        help="keep stored payments in this file, so they outlive a restart as the real "
+        "processor's do (its PostgreSQL); default: in memory only",
+    )
     args = parser.parse_args(argv)
     emulator = Emulator(
         name=args.name,
@@ -1015,6 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         health_window_s=args.health_window_s,
         max_in_flight=args.max_in_flight,
         max_queued=max(0, args.max_queued),
+        journal=args.journal,
     )
     try:
         asyncio.run(serve(emulator, args.host, args.port))

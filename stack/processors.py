@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stack.settings import EMULATOR_TOKEN
@@ -25,8 +26,17 @@ _IN_FLIGHT_MARGIN_S = 0.2
 _UNKNOWN_PAYMENT = "/payments/00000000-0000-0000-0000-000000000000"
 
 
-def emulator_argv(name: str, port: int, fee: float, *, python: str = sys.executable) -> list[str]:
-    """The command line of one emulator on 127.0.0.1:``port``."""
+def emulator_argv(
+    name: str,
+    port: int,
+    fee: float,
+    *,
+    python: str = sys.executable,
+    journal: Path | None = None,
+) -> list[str]:
+    """The command line of one emulator on 127.0.0.1:``port`` (keeping its payments in
+    ``journal`` too, if given)."""
+    extra = [] if journal is None else ["--journal", str(journal)]
     return [
         python,
         "-m",
@@ -41,6 +51,7 @@ def emulator_argv(name: str, port: int, fee: float, *, python: str = sys.executa
         str(fee),
         "--token",
         EMULATOR_TOKEN,
+        *extra,
     ]
 
 

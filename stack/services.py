@@ -75,6 +75,10 @@ class Layout:
     def nginx_dir(self) -> Path:
         return self.settings.dir / "nginx"
 
+    def processor_journal(self, name: str) -> Path:
+        """Where an emulator keeps the payments it stored."""
+        return self.settings.dir / "processors" / f"{name}.journal"
+
     def socket(self, instance: str) -> Path:
         return self.settings.run_dir / f"{instance}.sock"
 
@@ -101,6 +105,12 @@ class Layout:
             Processor("default", default_url, s.default_fee),
             Processor("fallback", fallback_url, s.fallback_fee),
         )
+
+
+def _forget_journal(layout: Layout, name: str) -> None:
+    journal = layout.processor_journal(name)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.unlink(missing_ok=True)
 
 
 def app_env(layout: Layout, instance: str) -> dict[str, str]:
@@ -146,9 +156,18 @@ def plan(settings: StackSettings, *, python: str = sys.executable) -> list[Servi
             services.append(
                 Service(
                     name=f"payment-processor-{processor.name}",
-                    argv=emulator_argv(processor.name, port, processor.fee, python=python),
+                    argv=emulator_argv(
+                        processor.name,
+                        port,
+                        processor.fee,
+                        python=python,
+                        journal=layout.processor_journal(processor.name),
+                    ),
                     ready=processor.is_ready,
                     limited=False,
+                    # Each `up` starts the processors empty; a restart of one (the fault
+                    # suite's) finds what it stored.
+                    before=lambda name=processor.name: _forget_journal(layout, name),
                 )
             )
     for instance in APP_INSTANCES:

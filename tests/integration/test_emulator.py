@@ -222,6 +222,33 @@ def test_a_payment_is_accepted_and_read_back_with_its_amount_and_requested_at(pr
     )
 
 
+def test_with_a_journal_payments_outlive_a_kill_and_a_purge_empties_it(tmp_path):
+    # The real processor keeps its payments in PostgreSQL: a restart forgets none of them.
+    journal = str(tmp_path / "default.journal")
+    kept, other = new_id(), new_id()
+    with emulator(tmp_path, "--journal", journal) as first:
+        assert first.pay(kept, "20.05", "2025-07-15T12:34:56.500Z").status == 200
+        assert first.pay(other, "19.9").status == 200
+        first.proc.kill()  # SIGKILL: nothing gets to flush anything
+        first.proc.wait(timeout=10)
+
+    with emulator(tmp_path, "--journal", journal) as again:
+        stored = again.call("GET", f"/payments/{kept}")
+        assert stored.status == 200
+        assert stored.json() == {
+            "correlationId": kept,
+            "amount": 20.05,
+            "requestedAt": "2025-07-15T12:34:56.5",
+        }
+        assert again.pay(kept, "20.05").status == 422  # still held: a repeat is refused
+        assert again.summary()["totalRequests"] == 2
+        assert again.admin("POST", "/admin/purge-payments").status == 200
+
+    with emulator(tmp_path, "--journal", journal) as after_purge:
+        assert after_purge.call("GET", f"/payments/{kept}").status == 404
+        assert after_purge.summary()["totalRequests"] == 0
+
+
 def test_an_amount_keeps_the_exact_decimal_it_was_sent_with(processor):
     for amount in ("0.1", "0.2", "20.05"):
         assert processor.pay(new_id(), amount).status == 200
