@@ -92,6 +92,7 @@ def up(settings: StackSettings, out: TextIO = sys.stdout) -> int:
             )
             return 1
         try:
+            _mount_queue(settings)
             limits_note = _start_all(settings, out)
         except _START_ERRORS as exc:
             print(f"error: {exc}", file=out)
@@ -218,6 +219,12 @@ def _stop_all(settings: StackSettings, *, out: TextIO | None) -> int:
         _say(out, f"{record.name}: {result}")
         (settings.pids_dir / f"{record.name}.pid").unlink(missing_ok=True)
     problems: list[str] = []
+    if os.path.ismount(settings.queue_dir):
+        unmounted = subprocess.run(
+            ["umount", str(settings.queue_dir)], capture_output=True, text=True, check=False
+        )
+        if unmounted.returncode:
+            problems.append(f"{settings.queue_dir} (umount: {unmounted.stderr.strip()})")
     if loaded:
         cgroups, names = loaded
         for name in names:
@@ -226,8 +233,28 @@ def _stop_all(settings: StackSettings, *, out: TextIO | None) -> int:
         if not problems:
             StackCgroups.forget(settings.pids_dir)
     for problem in problems:
-        _say(out, f"cannot remove cgroup {problem}")
+        _say(out, f"cannot remove {problem}")
     return 1 if problems else 0
+
+
+def _mount_queue(settings: StackSettings) -> None:
+    """Put the queue on a tmpfs of ``STACK_QUEUE_TMPFS_MB`` MiB, if asked: a disk small enough
+    for the fault suite to fill."""
+    size = settings.queue_tmpfs_mb
+    folder = settings.queue_dir
+    if not size or os.path.ismount(folder):
+        return
+    if os.geteuid() != 0:
+        raise daemons.StartError("STACK_QUEUE_TMPFS_MB needs root (it mounts a tmpfs)")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}m,mode=0755", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode:
+        raise daemons.StartError(f"cannot mount a tmpfs on {folder}: {mounted.stderr.strip()}")
 
 
 def _kill_leftovers(cgroups: StackCgroups, name: str) -> None:
@@ -288,6 +315,11 @@ def _print_summary(settings: StackSettings, limits_note: str, out: TextIO) -> No
         print(
             f"  sockets and PostgreSQL's data are in {settings.reachable_dir}: a folder above "
             f"{_shown(settings.dir)} is closed to the postgres and nobody users",
+            file=out,
+        )
+    if settings.queue_tmpfs_mb:
+        print(
+            f"  queue: {_shown(settings.queue_dir)} on a tmpfs of {settings.queue_tmpfs_mb} MiB",
             file=out,
         )
     print(f"  {limits_note}", file=out)

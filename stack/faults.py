@@ -1,6 +1,7 @@
 """The fault suite: one fault at a time under a steady load, then a strict audit.
 
-    make up && .venv/bin/python -m stack.faults [--rate 200] [--seconds 12] [SCENARIO ...]
+    STACK_QUEUE_TMPFS_MB=16 make up && .venv/bin/python -m stack.faults [--rate 200]
+        [--seconds 12] [SCENARIO ...]
 
 For each scenario: payments are posted through Nginx at ``--rate`` for ``--seconds``; the fault
 is injected a quarter of the way in and undone (where it has an undo) half-way; then the suite
@@ -11,7 +12,9 @@ one row a scenario: accepted, refused (non-2xx: we refuse rather than accept wha
 lose), lost, charged twice, seconds until ``/health`` was green again, totals equal. It exits
 non-zero if anything was lost or charged twice, or the totals differ.
 
-Runs against the stack in ``STACK_DIR`` (``make up``); loopback only; every loop bounded.
+Runs against the stack in ``STACK_DIR`` (``make up``); loopback only; every loop bounded. The
+queue-disk scenario needs the queue on a small disk of its own (``STACK_QUEUE_TMPFS_MB``) and
+is skipped, saying so, without one.
 """
 
 from __future__ import annotations
@@ -56,11 +59,19 @@ _RED_WINDOW_S = 3.0
 
 @dataclass(frozen=True)
 class Fault:
-    """What to break, and how to mend it (``None``: the stack must mend itself)."""
+    """What to break, and how to mend it (``None``: the stack must mend itself).
+
+    ``setup`` and ``teardown`` run before the load starts and after the audit (a processor
+    started with other limits, say); ``unavailable`` says why the scenario cannot run on this
+    stack, or ``None``.
+    """
 
     name: str
     inject: Callable[[], None]
     undo: Callable[[], None] | None = None
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
+    unavailable: Callable[[], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,15 +122,16 @@ class Stack:
         record = self.record(name)
         os.killpg(record.pid, sig)
 
-    def restart_service(self, name: str) -> None:
-        """Start a killed service again with the command line it was started with."""
+    def restart_service(self, name: str, argv: list[str] | None = None) -> None:
+        """Start a killed service again with the command line it was started with (or
+        ``argv``)."""
         record = self.record(name)
         deadline = time.monotonic() + 10
         while record.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         daemons.spawn(
             record.name,
-            record.argv,
+            argv or record.argv,
             order=record.order,
             env=os.environ,
             cwd=PROJECT_ROOT,
@@ -162,6 +174,33 @@ def faults(stack: Stack) -> dict[str, Fault]:
     def processor_failing(failing: bool) -> Callable[[], None]:
         return lambda: stack.processors.default.set_failure(failing)
 
+    def processor_delay(delay_ms: int) -> Callable[[], None]:
+        return lambda: stack.processors.default.set_delay(delay_ms)
+
+    default = "payment-processor-default"
+    original_argv: list[str] = []
+
+    def restart_default(extra: list[str]) -> Callable[[], None]:
+        # The emulator keeps its payments in a journal: a restart forgets none (a real
+        # processor keeps them in PostgreSQL).
+        def restart() -> None:
+            if not original_argv:
+                original_argv.extend(stack.record(default).argv)
+            stack.kill_service(default, signal.SIGTERM)
+            stack.restart_service(default, [*original_argv, *extra])
+            _wait_for(stack.processors.default.is_ready, what=f"{default} back")
+
+        return restart
+
+    def kill_default() -> None:
+        stack.kill_service(default)
+
+    def restart_killed_default() -> None:
+        stack.restart_service(default)
+        _wait_for(stack.processors.default.is_ready, what=f"{default} back")
+
+    queue_disk = _QueueDisk(stack.settings.queue_dir)
+
     def emulator_signal(sig: int) -> Callable[[], None]:
         return lambda: os.kill(stack.record("payment-processor-default").pid, sig)
 
@@ -174,6 +213,7 @@ def faults(stack: Stack) -> dict[str, Fault]:
             Fault("kill worker1 forwarder", kill_child("worker1", "forwarder-0")),
             Fault("kill worker2 forwarder", kill_child("worker2", "forwarder-0")),
             Fault("kill worker1 fwd 3x, random", kill_child_repeatedly("worker1", "forwarder-0")),
+            Fault("kill worker1 health_poller", kill_child("worker1", "health_poller")),
             Fault(
                 "kill memcached",
                 lambda: stack.kill_service("memcached"),
@@ -187,6 +227,27 @@ def faults(stack: Stack) -> dict[str, Fault]:
             ),
             Fault("default answers 500", processor_failing(True), processor_failing(False)),
             Fault(
+                # Its limiter is the real one's (slots, then a queue, then 429) with 8 slots
+                # and no queue instead of 800 and 500; a 200 ms delay fills them.
+                "default answers 429",
+                processor_delay(200),
+                processor_delay(0),
+                setup=restart_default(["--max-in-flight", "8", "--max-queued", "0"]),
+                teardown=restart_default([]),
+            ),
+            Fault(
+                # Past forwarder.request_timeout_s (8 s): our attempts end uncertain, and the
+                # processor stores them anyway when its delay is over.
+                "default stores late (10 s)",
+                processor_delay(10_000),
+                processor_delay(0),
+            ),
+            Fault(
+                "default refuses connections",
+                kill_default,
+                restart_killed_default,
+            ),
+            Fault(
                 "default hangs (SIGSTOP)",
                 emulator_signal(signal.SIGSTOP),
                 emulator_signal(signal.SIGCONT),
@@ -198,12 +259,28 @@ def faults(stack: Stack) -> dict[str, Fault]:
                 lambda: stack.restart_service("nginx"),
             ),
             Fault("postgres connections full", connections.take_all, connections.release),
+            Fault(
+                "queue disk full",
+                queue_disk.fill,
+                queue_disk.empty,
+                unavailable=queue_disk.unavailable,
+            ),
         ]
     }
 
 
 def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row:
-    """Load, inject, undo, settle, audit."""
+    """Set up, load, inject, undo, settle, audit, tear down."""
+    if fault.setup:
+        fault.setup()
+    try:
+        return _load_and_audit(stack, fault, rate, seconds)
+    finally:
+        if fault.teardown:
+            fault.teardown()
+
+
+def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row:
     for processor in stack.processors:
         processor.reset()
     request = urllib.request.Request(f"{stack.url}/purge-payments", method="POST")
@@ -305,6 +382,41 @@ class _ConnectionHog:
         self._held.clear()
 
 
+class _QueueDisk:
+    """The queue's disk, when the stack put it on a small tmpfs (``STACK_QUEUE_TMPFS_MB``):
+    filled to the last byte by a ballast file, then freed."""
+
+    def __init__(self, folder: Path) -> None:
+        self._ballast = folder / "fault-ballast"
+        self._folder = folder
+
+    def unavailable(self) -> str | None:
+        if not os.path.ismount(self._folder):
+            return "the queue has no disk of its own: start the stack with STACK_QUEUE_TMPFS_MB=16"
+        return None
+
+    def fill(self) -> None:
+        fd = os.open(self._ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in (b"\0" * (1 << 20), b"\0" * (1 << 12), b"\0"):  # to the last byte
+                with contextlib.suppress(OSError):  # ENOSPC: on to a smaller chunk
+                    while os.write(fd, chunk):
+                        pass
+        finally:
+            os.close(fd)
+
+    def empty(self) -> None:
+        self._ballast.unlink(missing_ok=True)
+
+
+def _wait_for(ready: Callable[[], bool], *, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
 class _HealthWatcher:
     """From the fault on, polls ``/health``: recovery is when it is green again after having
     gone red (0 if it never went red)."""
@@ -357,7 +469,12 @@ def main() -> None:
         f"{'recover s':>9s} totals"
     )
     for name in chosen:
-        row = run_scenario(stack, table[name], args.rate, args.seconds)
+        fault = table[name]
+        reason = fault.unavailable() if fault.unavailable else None
+        if reason:
+            print(f"{name:26s} skipped: {reason}", flush=True)
+            continue
+        row = run_scenario(stack, fault, args.rate, args.seconds)
         rows.append(row)
         print(
             f"{row.scenario:26s} {row.accepted:8d} {row.refused:8d} {row.lost:5d} "

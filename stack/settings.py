@@ -13,6 +13,8 @@ variable                   meaning                                default
 ``STACK_FALLBACK_PORT``    the fallback processor's emulator      ``8002``
 ``STACK_FEES``             default and fallback fees              ``0.05,0.15``
 ``STACK_LIMITS``           ``0`` runs without cgroup limits       ``1``
+``STACK_QUEUE_TMPFS_MB``   the queue on a tmpfs of this size      ``0`` (no: the stack folder)
+                           (the fault suite fills it; root only)
 ``PAYMENT_PROCESSOR_URL_DEFAULT`` / ``_FALLBACK``: real processors; no emulators are started.
 =========================  =====================================  ============================
 
@@ -55,6 +57,9 @@ class StackSettings:
     """A real default processor; ``None`` starts an emulator on ``default_port``."""
     fallback_url: str | None = None
     limits: bool = True
+    queue_tmpfs_mb: int = 0
+    """Mount a tmpfs of this many MiB on the queue folder (a small disk the fault suite can
+    fill); 0 keeps the queue in the stack folder."""
     pg_user: str = "rinha"
     pg_password: str = "rinha"
     pg_database: str = "rinha"
@@ -77,6 +82,7 @@ class StackSettings:
             default_url=environ.get("PAYMENT_PROCESSOR_URL_DEFAULT") or None,
             fallback_url=environ.get("PAYMENT_PROCESSOR_URL_FALLBACK") or None,
             limits=_flag(environ, "STACK_LIMITS", True),
+            queue_tmpfs_mb=_size_mb(environ, "STACK_QUEUE_TMPFS_MB"),
             root=root,
         )
 
@@ -182,3 +188,10 @@ def _traversable_by_others(path: Path) -> bool:
         if not mode & 0o001:
             return False
     return True
+
+
+def _size_mb(environ: Mapping[str, str], name: str) -> int:
+    text = environ.get(name, "0").strip() or "0"
+    if not text.isdigit():
+        raise SettingsError(f"{name}: expected a whole number of MiB such as 16, found {text!r}")
+    return int(text)

@@ -53,6 +53,11 @@ def test_real_processor_urls_mean_no_emulators() -> None:
     assert not settings.emulated
 
 
+def test_the_queue_may_get_a_small_disk_of_its_own() -> None:
+    assert StackSettings.from_env({}, root=ROOT).queue_tmpfs_mb == 0
+    assert StackSettings.from_env({"STACK_QUEUE_TMPFS_MB": "16"}, root=ROOT).queue_tmpfs_mb == 16
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -61,6 +66,7 @@ def test_real_processor_urls_mean_no_emulators() -> None:
         ("STACK_FEES", "0.07"),
         ("STACK_FEES", "7,10"),
         ("STACK_LIMITS", "maybe"),
+        ("STACK_QUEUE_TMPFS_MB", "16MB"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
