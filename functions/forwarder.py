@@ -15,10 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from payments.delivery import Claimed, Delivered, Delivery, Payment
+from payments.processors import AsyncProcessorClient
 from payments.router import LatencyTracker, Router
 from payments.shared_state import SharedStateClient
 from payments.store import BatchWriter
-from payments.wiring import async_processor_clients, shared_state
+from payments.wiring import processor_clients, shared_state
 from runtime.deps import FunctionContext
 from runtime.metrics import AttemptRecorder
 from runtime.workers import Message
@@ -35,7 +36,7 @@ class Forwarder:
         deps = context.deps
         config = deps.config
         max_connections = int(context.settings.get("max_connections", 512))
-        self._clients = async_processor_clients(deps, max_connections)
+        self._clients = processor_clients(deps, AsyncProcessorClient, max_connections)
         self._writer = BatchWriter(
             deps.database,
             config.postgres.batch_max,

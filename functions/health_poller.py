@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from payments.processors import ProcessorError
+from payments.processors import ProcessorClient, ProcessorError
 from payments.wiring import processor_clients, shared_state
 from runtime.deps import FunctionContext
 
@@ -21,7 +21,7 @@ class HealthPoller:
 
     def __init__(self, context: FunctionContext) -> None:
         self._deps = context.deps
-        self._clients = processor_clients(context.deps, pool_size=2)
+        self._clients = processor_clients(context.deps, ProcessorClient, max_connections=2)
         self._shared = shared_state(context.deps)
         self._min_interval_s = context.config.router.health_min_interval_s
         for name in self._clients:  # a zero per processor, so the series exists from the start

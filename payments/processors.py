@@ -89,14 +89,14 @@ class ProcessorClient:
         *,
         connect_timeout_s: float,
         request_timeout_s: float,
-        pool_size: int,
+        max_connections: int,
     ) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=request_timeout_s)
         self._read_timeout = urllib3.Timeout(connect=connect_timeout_s, read=connect_timeout_s * 2)
         self._pool = urllib3.connection_from_url(
-            self.url, maxsize=pool_size, block=False, retries=False, timeout=self._timeout
+            self.url, maxsize=max_connections, block=False, retries=False, timeout=self._timeout
         )
 
     def post_payment(

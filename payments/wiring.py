@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from payments.processors import AsyncProcessorClient, ProcessorClient
 from payments.shared_state import SharedState
 from runtime.deps import Deps
 
+Client = TypeVar("Client", ProcessorClient, AsyncProcessorClient)
 
-def processor_clients(deps: Deps, pool_size: int) -> dict[str, ProcessorClient]:
-    """One pooled client per configured processor (no connection is opened yet)."""
+
+def processor_clients(deps: Deps, client: type[Client], max_connections: int) -> dict[str, Client]:
+    """One ``client`` per configured processor (no connection is opened yet): the blocking
+    ``ProcessorClient`` or the event loop's ``AsyncProcessorClient``."""
     forwarder = deps.config.forwarder
     return {
-        name: ProcessorClient(
-            name,
-            processor.url,
-            connect_timeout_s=forwarder.connect_timeout_s,
-            request_timeout_s=forwarder.request_timeout_s,
-            pool_size=pool_size,
-        )
-        for name, processor in deps.config.processors.items()
-    }
-
-
-def async_processor_clients(deps: Deps, max_connections: int) -> dict[str, AsyncProcessorClient]:
-    """One event-loop client per configured processor (no connection is opened yet)."""
-    forwarder = deps.config.forwarder
-    return {
-        name: AsyncProcessorClient(
+        name: client(
             name,
             processor.url,
             connect_timeout_s=forwarder.connect_timeout_s,

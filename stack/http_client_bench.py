@@ -52,7 +52,7 @@ def _wait_ready(url: str) -> None:
 
 def _blocking(url: str, payments: int) -> tuple[float, float]:
     client = ProcessorClient(
-        "bench", url, connect_timeout_s=1.0, request_timeout_s=8.0, pool_size=1
+        "bench", url, connect_timeout_s=1.0, request_timeout_s=8.0, max_connections=1
     )
     ids = [str(uuid.uuid4()) for _ in range(payments + _WARM_UP)]
     for correlation_id in ids[:_WARM_UP]:
