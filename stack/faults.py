@@ -464,20 +464,21 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown scenario {unknown[0]!r}; choose from: {', '.join(table)}")
     rows = []
+    width = max(len(name) for name in chosen)
     print(
-        f"{'scenario':26s} {'accepted':>8s} {'refused':>8s} {'lost':>5s} {'twice':>6s} "
+        f"{'scenario':{width}s} {'accepted':>8s} {'refused':>8s} {'lost':>5s} {'twice':>6s} "
         f"{'recover s':>9s} totals"
     )
     for name in chosen:
         fault = table[name]
         reason = fault.unavailable() if fault.unavailable else None
         if reason:
-            print(f"{name:26s} skipped: {reason}", flush=True)
+            print(f"{name:{width}s} skipped: {reason}", flush=True)
             continue
         row = run_scenario(stack, fault, args.rate, args.seconds)
         rows.append(row)
         print(
-            f"{row.scenario:26s} {row.accepted:8d} {row.refused:8d} {row.lost:5d} "
+            f"{row.scenario:{width}s} {row.accepted:8d} {row.refused:8d} {row.lost:5d} "
             f"{row.duplicated:6d} {row.recover_s:9.1f} {'equal' if row.totals_equal else 'DIFF'}",
             flush=True,
         )
