@@ -19,6 +19,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
+
+_Number = TypeVar("_Number", int, float)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
@@ -57,6 +60,24 @@ class Usage:
     throttled_s: float | None
     memory_peak_bytes: int | None
     memory_bytes: int | None
+
+    def since(self, earlier: Usage) -> Usage:
+        """CPU and throttling between ``earlier`` and now; memory as now (the peak is all-time).
+
+        Start-up runs under the same quota and is throttled too; a load test's figures must
+        not carry it.
+        """
+        return Usage(
+            cpu_s=_minus(self.cpu_s, earlier.cpu_s),
+            throttled_periods=_minus(self.throttled_periods, earlier.throttled_periods),
+            throttled_s=_minus(self.throttled_s, earlier.throttled_s),
+            memory_peak_bytes=self.memory_peak_bytes,
+            memory_bytes=self.memory_bytes,
+        )
+
+
+def _minus(now: _Number | None, earlier: _Number | None) -> _Number | None:
+    return None if now is None or earlier is None else now - earlier
 
 
 def parse_cpus(value: str | float | int) -> float:

@@ -2,10 +2,10 @@
 
 For ``final``, ``preview`` and ``stress`` it installs k6 1.1.0 if missing, brings the local
 stack up with the mode's fees (``python -m stack up`` in a fresh ``STACK_DIR``), waits for
-the backend as the contest's harness does, runs k6, reads each service's cgroup usage, copies
-the logs, takes the stack down, then runs the same test against the floor Nginx and prints:
-the score, its ceiling and our share of it, our p99 over the floor's, and the usage next to
-the compose limits. ``floor-MODE`` measures the floor alone.
+the backend as the contest's harness does, runs k6, reads each service's cgroup usage over the
+run (start-up left out), copies the logs, takes the stack down, then runs the same test against
+the floor Nginx and prints: the score, its ceiling and our share of it, our p99 over the
+floor's, and the usage next to the compose limits. ``floor-MODE`` measures the floor alone.
 
 Everything lands in ``results/<timestamp>-<mode>/``: ``summary.json`` (k6's summary export),
 ``report.html`` (k6's web dashboard, self-contained), ``k6.log``, ``score.json``, ``logs/``
@@ -211,12 +211,13 @@ def measure_stack(
         elif not wait_for_backend(target.backend_url):
             print("bench: the backend never answered GET /payments-summary", flush=True)
         else:
+            before = stack_usage(settings.pids_dir)
             measured.exit_code = run_k6(
                 K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s
             )
             measured.summary = _read_json(out_dir / "summary.json")
-        # Read before `down`, which removes the cgroups.
-        measured.usage = stack_usage(settings.pids_dir)
+            # Read before `down`, which removes the cgroups.
+            measured.usage = _during(stack_usage(settings.pids_dir), before)
     finally:
         if settings.logs_dir.is_dir():
             shutil.copytree(settings.logs_dir, out_dir / "logs", dirs_exist_ok=True)
@@ -224,6 +225,14 @@ def measure_stack(
         if down == 0 and not args.keep_stack:
             shutil.rmtree(stack_dir, ignore_errors=True)
     return measured
+
+
+def _during(after: dict[str, Usage], before: dict[str, Usage]) -> dict[str, Usage]:
+    """Each service's usage over the test alone (a service missing before counts from zero)."""
+    return {
+        service: used.since(before[service]) if service in before else used
+        for service, used in after.items()
+    }
 
 
 def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path) -> Measured:
@@ -314,7 +323,7 @@ def summarize(
         if args.backend:
             lines.append("  cgroup usage: n/a (a backend started elsewhere)")
         else:
-            lines.append("  cgroup usage (compose limits):")
+            lines.append("  cgroup usage during the test (peak memory: since start):")
             lines += report.usage_lines(ours.usage, ours.limits)
         data["usage"] = _usage_json(ours.usage, ours.limits)
     if floor_run is not None:

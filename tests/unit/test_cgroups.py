@@ -11,6 +11,7 @@ from stack.cgroups import (
     CgroupsUnavailable,
     Limits,
     StackCgroups,
+    Usage,
     parse_cpus,
     parse_memory,
     stack_usage,
@@ -116,6 +117,21 @@ def test_usage_reads_cpu_time_throttling_and_peak_memory(tmp_path: Path, as_root
     assert usage.throttled_s == 0.35
     assert usage.memory_peak_bytes == 6291456
     assert usage.memory_bytes is None
+
+
+def test_usage_since_an_earlier_reading_leaves_start_up_out_but_keeps_the_peak() -> None:
+    at_start = Usage(1.5, 20, 1.25, 30 * 1024**2, 28 * 1024**2)
+    at_end = Usage(4.0, 23, 1.5, 41 * 1024**2, 40 * 1024**2)
+
+    during = at_end.since(at_start)
+
+    assert during == Usage(2.5, 3, 0.25, 41 * 1024**2, 40 * 1024**2)
+
+
+def test_usage_since_stays_unknown_where_either_reading_is() -> None:
+    during = Usage(4.0, None, None, None, None).since(Usage(None, 2, 0.5, None, None))
+
+    assert (during.cpu_s, during.throttled_periods, during.throttled_s) == (None, None, None)
 
 
 def test_no_record_means_no_usage(tmp_path: Path) -> None:
