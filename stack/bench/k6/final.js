@@ -5,10 +5,9 @@
 import { sleep } from "k6";
 import {
   backendSummary,
-  baseOptions,
-  buildScenarios,
   defineStageFrom,
   metrics,
+  optionsFor,
   paymentsWith,
   processorSummary,
   recordProcessor,
@@ -38,13 +37,10 @@ const STAGES = [
   [270, 2000, false, 0, false],
 ];
 
-export const options = {
-  ...baseOptions,
-  scenarios: buildScenarios(DURATION_S, MAX_REQUESTS, STAGES),
-};
+export const options = optionsFor(DURATION_S, MAX_REQUESTS, STAGES);
 
 export const setup = setupRun;
-export const payments = paymentsWith(AMOUNT);
+export const payments = paymentsWith(AMOUNT, STAGES);
 export const defineStage = defineStageFrom(STAGES);
 
 export async function checkPaymentsConsistency() {
