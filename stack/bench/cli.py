@@ -48,7 +48,6 @@ from stack.settings import EMULATOR_TOKEN, PROJECT_ROOT, StackSettings
 RESULTS_DIR = PROJECT_ROOT / "results"
 BENCH_STACKS_DIR = PROJECT_ROOT / "var" / "bench"
 PAYMENTS_P99_METRIC = "http_req_duration{scenario:payments,expected_response:true}"
-_STAGE_METRIC_PREFIX = "http_req_duration{scenario:payments,stage:"
 # The contest's harness: `curl -f --max-time 3 .../payments-summary`, 15 tries, `sleep 5`
 # after each (the successful one too).
 READY_TRIES = 15
@@ -93,19 +92,6 @@ class Measured:
     @property
     def payments_p99_ms(self) -> float | None:
         return _p99(self.summary, PAYMENTS_P99_METRIC)
-
-    @property
-    def stage_p99_ms(self) -> dict[str, float]:
-        return stage_p99s(self.summary)
-
-
-def stage_p99s(summary: dict[str, Any] | None) -> dict[str, float]:
-    """The payments' p99 per stage ("00", "01", …) from the submetrics the k6 script tags."""
-    found = {}
-    for metric, values in (summary or {}).get("metrics", {}).items():
-        if metric.startswith(_STAGE_METRIC_PREFIX) and values.get("p(99)") is not None:
-            found[metric[len(_STAGE_METRIC_PREFIX) : -1]] = float(values["p(99)"])
-    return dict(sorted(found.items()))
 
 
 def _p99(summary: dict[str, Any] | None, metric: str) -> float | None:
@@ -305,7 +291,6 @@ def summarize(
             "k6_exit": floor_run.exit_code,
             "p99_ms": floor_p99,
             "payments_p99_ms": floor_run.payments_p99_ms,
-            "stage_p99_ms": floor_run.stage_p99_ms,
             "usage": _usage_json(floor_run.usage, floor_run.limits),
         }
     if ours is not None:
@@ -323,11 +308,8 @@ def summarize(
                 ceiling_value=top,
                 ceiling_p99_ms=ceiling_p99,
             )
-            floor_stages = floor_run.stage_p99_ms if floor_run is not None else {}
-            lines += report.stage_lines(ours.stage_p99_ms, floor_stages)
             data["score"] = score.to_json()
             data["payments_p99_ms"] = ours.payments_p99_ms
-            data["stage_p99_ms"] = ours.stage_p99_ms
             data["ceiling"] = {
                 "value": float(top),
                 "p99_ms": ceiling_p99,

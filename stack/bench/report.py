@@ -70,26 +70,6 @@ def score_lines(
     return lines
 
 
-def stage_lines(ours: Mapping[str, float], floor: Mapping[str, float]) -> list[str]:
-    """The payments' p99 per stage of the mode's table, ours above the floor's, in ms.
-
-    Which processor conditions cost latency shows here: a stage far above the floor is where
-    the forwarding work competes with the requests.
-    """
-    stages = sorted(set(ours) | set(floor))
-    if not stages:
-        return []
-
-    def row(label: str, p99s: Mapping[str, float]) -> str:
-        return f"    {label:<14}" + "".join(f"{_num(p99s.get(s), '.2f'):>7}" for s in stages)
-
-    header = f"  {'p99 by stage':<16}" + "".join(f"{stage:>7}" for stage in stages)
-    rows = [header, row("ours", ours)]
-    if floor:
-        rows.append(row("floor", floor))
-    return rows
-
-
 def usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
     """One row per service: CPU seconds, throttled periods, peak memory, next to its limits.
 

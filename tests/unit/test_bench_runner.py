@@ -187,34 +187,3 @@ def test_usage_rows_put_each_service_beside_its_compose_limits() -> None:
 
 def test_usage_says_so_when_nothing_ran_limited() -> None:
     assert report.usage_lines({}, {}) == ["  (no cgroup usage: the services ran without limits)"]
-
-
-def _stage_metric(stage: str) -> str:
-    return f"http_req_duration{{scenario:payments,stage:{stage}}}"
-
-
-def test_stage_p99s_come_from_the_tagged_submetrics_in_stage_order() -> None:
-    summary = {
-        "metrics": {
-            _stage_metric("01"): {"p(99)": 3.5, "count": 10},
-            _stage_metric("00"): {"p(99)": 1.25, "count": 10},
-            "http_req_duration{expected_response:true}": {"p(99)": 9.0},
-            _stage_metric("02"): {"count": 0},  # a stage nobody reached has no p(99)
-        }
-    }
-
-    assert cli.stage_p99s(summary) == {"00": 1.25, "01": 3.5}
-    assert cli.stage_p99s(None) == {}
-
-
-def test_stage_rows_put_ours_above_the_floors() -> None:
-    header, ours, floor_row = report.stage_lines({"00": 1.25, "01": 12.5}, {"00": 0.5})
-
-    assert header.split() == ["p99", "by", "stage", "00", "01"]
-    assert ours.split() == ["ours", "1.25", "12.50"]
-    assert floor_row.split() == ["floor", "0.50", "-"]
-    assert len({len(header), len(ours), len(floor_row)}) == 1
-
-
-def test_no_tagged_stages_print_nothing() -> None:
-    assert report.stage_lines({}, {}) == []

@@ -68,7 +68,7 @@ function scaledMs(seconds) {
  * @param {Array<Array>} stages rows of [atS, defaultDelayMs, defaultFailing,
  *     fallbackDelayMs, fallbackFailing]; stage_NN runs row NN
  */
-function buildScenarios(durationS, maxRequests, stages) {
+export function buildScenarios(durationS, maxRequests, stages) {
   const scenarios = {
     payments: {
       exec: "payments",
@@ -85,7 +85,7 @@ function buildScenarios(durationS, maxRequests, stages) {
     },
   };
   stages.forEach((row, index) => {
-    scenarios[`stage_${stageName(index)}`] = {
+    scenarios[`stage_${String(index).padStart(2, "0")}`] = {
       exec: "defineStage",
       executor: "constant-vus",
       vus: 1,
@@ -96,44 +96,15 @@ function buildScenarios(durationS, maxRequests, stages) {
   return scenarios;
 }
 
-function stageName(index) {
-  return String(index).padStart(2, "0");
-}
-
-/**
- * The test's options: its scenarios, and the summary's figures.
- *
- * Each payment is tagged with the stage in force when it was sent, and a threshold per stage
- * (one that always passes) makes k6 export that stage's latencies: the benchmark prints the
- * p99 of each stage, which says which processor conditions cost us latency.
- */
-export function optionsFor(durationS, maxRequests, stages) {
-  const thresholds = {
+export const baseOptions = {
+  // p(99) is what the score reads; the others make the printed summary useful.
+  summaryTrendStats: ["avg", "med", "p(90)", "p(99)", "max", "count"],
+  // Thresholds that always pass: they make k6 keep and export these submetrics.
+  thresholds: {
     "http_req_duration{expected_response:true}": ["max>=0"],
     "http_req_duration{scenario:payments,expected_response:true}": ["max>=0"],
-  };
-  stages.forEach((row, index) => {
-    thresholds[`http_req_duration{scenario:payments,stage:${stageName(index)}}`] = ["max>=0"];
-  });
-  return {
-    // p(99) is what the score reads; the others make the printed summary useful.
-    summaryTrendStats: ["avg", "med", "p(90)", "p(99)", "max", "count"],
-    thresholds,
-    scenarios: buildScenarios(durationS, maxRequests, stages),
-  };
-}
-
-/** The stage in force now, for a VU of a scenario that started with the test's timeline. */
-function stageNow(stages) {
-  const elapsedMs = Date.now() - exec.scenario.startTime;
-  let current = 0;
-  stages.forEach((row, index) => {
-    if (elapsedMs >= row[0] * 1000 * DURATION_SCALE) {
-      current = index;
-    }
-  });
-  return stageName(current);
-}
+  },
+};
 
 async function setToken(service) {
   const response = await http.asyncRequest(
@@ -227,14 +198,14 @@ export async function setupRun() {
 }
 
 /** One payment per iteration with a fresh id, then 1 s of sleep: about one request/s/VU. */
-export function paymentsWith(amount, stages) {
+export function paymentsWith(amount) {
   const body = (id) => JSON.stringify({ correlationId: id, amount: amount });
   return async function () {
     const response = await http.asyncRequest(
       "POST",
       `${BACKEND_URL}/payments`,
       body(crypto.randomUUID()),
-      { ...params({}), tags: { stage: stageNow(stages) } },
+      params({}),
     );
     if (SUCCESS_STATUSES.includes(response.status)) {
       metrics.transactionsSuccess.add(1);
