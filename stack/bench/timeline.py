@@ -1,0 +1,123 @@
+"""Latency over a run's timeline, read from k6's dashboard export: a p99 per 10 s period.
+
+    python -m stack.bench.timeline results/<run>
+
+k6's web dashboard keeps a snapshot of every metric per period (10 s) in ``report.html``; this
+reads the requests' p99, count and VUs of each period there, for our run and for the floor's
+(``results/<run>/floor/report.html``), side by side. Nothing is added to the k6 script for it:
+tagging each request with its stage slowed k6 enough to move the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_DATA_SCRIPT = re.compile(r'<script[^>]*id="data"[^>]*>([^<]*)</script>')
+_DURATION = "http_req_duration"
+
+
+class ReportUnreadable(Exception):
+    """The file is not a k6 dashboard export this module understands; the message says why."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """One dashboard period: when it ended (s after the start) and what its requests did."""
+
+    end_s: float
+    requests: int
+    vus: int
+    p99_ms: float | None
+
+
+def read_periods(report_html: Path) -> list[Period]:
+    """The periods of a ``report.html`` that k6 wrote with ``K6_WEB_DASHBOARD_EXPORT``."""
+    events = list(_events(report_html))
+    params = next((data for event, data in events if event == "param"), None)
+    if params is None:
+        raise ReportUnreadable(f"{report_html}: no 'param' event in the dashboard data")
+    trend_stats: list[str] = params["aggregates"]["trend"]
+    started_ms = next((data[0][0] for event, data in events if event == "start"), None)
+    names: set[str] = set()
+    periods = []
+    for event, data in events:
+        if event == "metric":
+            names.update(data)
+        elif event == "snapshot":
+            # A snapshot lists every metric known so far, in the order of their names.
+            values = dict(zip(sorted(names), data, strict=True))
+            duration = dict(zip(trend_stats, values.get(_DURATION) or [], strict=False))
+            at_ms = _first(values.get("time"))
+            periods.append(
+                Period(
+                    end_s=0.0
+                    if at_ms is None or started_ms is None
+                    else (at_ms - started_ms) / 1000,
+                    requests=int(_first(values.get("http_reqs")) or 0),
+                    vus=int(_first(values.get("vus")) or 0),
+                    p99_ms=duration.get("p(99)"),
+                )
+            )
+    return periods
+
+
+def _events(report_html: Path) -> Iterator[tuple[str, Any]]:
+    match = _DATA_SCRIPT.search(report_html.read_text())
+    if match is None:
+        raise ReportUnreadable(f'{report_html}: no dashboard data (<script id="data">) in it')
+    try:
+        lines = gzip.decompress(base64.b64decode(match[1].strip())).decode().splitlines()
+        for line in lines:
+            event = json.loads(line)
+            yield event["event"], event["data"]
+    except (ValueError, OSError, KeyError) as exc:
+        raise ReportUnreadable(
+            f"{report_html}: the dashboard data cannot be read ({exc})"
+        ) from None
+
+
+def _first(values: list[float] | None) -> float | None:
+    return values[0] if values else None
+
+
+def table(ours: list[Period], floor: list[Period]) -> list[str]:
+    """One row per period: time, VUs, requests, our p99 and the floor's, in ms."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [f"{'until s':>8}{'VUs':>6}{'requests':>10}{'p99 ms':>9}{'floor':>8}"]
+    for index, period in enumerate(ours):
+        theirs = floor[index].p99_ms if index < len(floor) else None
+        rows.append(
+            f"{period.end_s:8.0f}{period.vus:6d}{period.requests:10,d}"
+            f"{ms(period.p99_ms):>9}{ms(theirs):>8}"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the table for one results folder."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a results/<run> folder the benchmark wrote")
+    args = parser.parse_args(argv)
+    try:
+        ours = read_periods(args.run / "report.html")
+        floor_report = args.run / "floor" / "report.html"
+        floor = read_periods(floor_report) if floor_report.is_file() else []
+    except (OSError, ReportUnreadable) as exc:
+        sys.exit(f"timeline: {exc}")
+    print("\n".join(table(ours, floor)))
+
+
+if __name__ == "__main__":
+    main()
