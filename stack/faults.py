@@ -31,9 +31,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pg8000.native
@@ -55,6 +56,8 @@ _MAX_HOG_CONNECTIONS = 200
 _random = random.Random()
 _RED_WINDOW_S = 3.0
 """How long after the fault /health is watched for going red at all."""
+_STABLE_GREEN_S = 2.0
+"""How long /health must stay green after red to count as recovered."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,11 @@ class Row:
     lost: int
     duplicated: int
     recover_s: float
+    """From the fault's undo (or, for one the stack must undo itself, its injection) until
+    ``/health`` was green again; 0 if it never went red."""
     totals_equal: bool
+    refused_why: dict[str, int] = field(default_factory=dict)
+    """What the refused requests got instead of a 2xx: ``HTTP 503``, ``timed out``, …"""
 
 
 class Stack:
@@ -286,11 +293,10 @@ def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> 
     request = urllib.request.Request(f"{stack.url}/purge-payments", method="POST")
     urllib.request.urlopen(request, timeout=5).read()
     accepted: list[str] = []
-    refused = 0
+    refused: Counter[str] = Counter()
     lock = threading.Lock()
 
     def send(_: int) -> None:
-        nonlocal refused
         correlation_id = str(uuid.uuid4())
         body = f'{{"correlationId":"{correlation_id}","amount":19.90}}'.encode()
         post = urllib.request.Request(
@@ -299,16 +305,21 @@ def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> 
             method="POST",
             headers={"Content-Type": "application/json"},
         )
+        why = ""
         try:
             with urllib.request.urlopen(post, timeout=_POST_TIMEOUT_S) as response:
-                ok = 200 <= response.status < 300
-        except (urllib.error.URLError, OSError):
-            ok = False
+                if not 200 <= response.status < 300:
+                    why = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            why = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            why = "timed out" if isinstance(reason, TimeoutError) else type(reason).__name__
         with lock:
-            if ok:
-                accepted.append(correlation_id)
+            if why:
+                refused[why] += 1
             else:
-                refused += 1
+                accepted.append(correlation_id)
 
     total = int(rate * seconds)
     injected_at = undone = None
@@ -323,11 +334,12 @@ def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> 
                 injected_at = time.monotonic()
                 watcher.start(injected_at)
             if undone is None and fault.undo is not None and index >= total // 2:
+                undone = time.monotonic()  # recovery includes the restart's own start-up
                 fault.undo()
-                undone = time.monotonic()
             pool.submit(send, index)
     assert injected_at is not None
-    recover_s = watcher.result()
+    green_at = watcher.green_again_at()
+    recover_s = 0.0 if green_at is None else max(green_at - (undone or injected_at), 0.0)
     deadline = time.monotonic() + _SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
@@ -342,11 +354,12 @@ def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> 
     return Row(
         fault.name,
         len(accepted),
-        refused,
+        refused.total(),
         len(holdings.lost),
         len(holdings.duplicated),
         recover_s,
         equal,
+        dict(refused.most_common()),
     )
 
 
@@ -418,12 +431,13 @@ def _wait_for(ready: Callable[[], bool], *, what: str, timeout_s: float = 15.0) 
 
 
 class _HealthWatcher:
-    """From the fault on, polls ``/health``: recovery is when it is green again after having
-    gone red (0 if it never went red)."""
+    """From the fault on, polls ``/health`` and notes when it is green again after having
+    gone red."""
 
     def __init__(self, healthy: Callable[[], bool]) -> None:
         self._healthy = healthy
-        self._recovered_s: float | None = None
+        self._green_again_at: float | None = None
+        self._never_green = False
         self._thread: threading.Thread | None = None
 
     def start(self, since: float) -> None:
@@ -432,20 +446,31 @@ class _HealthWatcher:
 
     def _watch(self, since: float) -> None:
         went_red = False
+        green_since: float | None = None
         deadline = since + _HEALTH_TIMEOUT_S
         while time.monotonic() < deadline:
+            now = time.monotonic()
             if self._healthy():
-                self._recovered_s = round(time.monotonic() - since, 1) if went_red else 0.0
-                if went_red or time.monotonic() - since > _RED_WINDOW_S:
+                green_since = now if green_since is None else green_since
+                # Each instance caches its checks for a moment, so one green answer just
+                # after the fault can be stale: green counts once it has held a while.
+                if went_red and now - green_since >= _STABLE_GREEN_S:
+                    self._green_again_at = green_since
+                    return
+                if not went_red and now - since > _RED_WINDOW_S:
                     return
             else:
                 went_red = True
+                green_since = None
             time.sleep(_HEALTH_POLL_S)
+        self._never_green = went_red
 
-    def result(self) -> float:
+    def green_again_at(self) -> float | None:
+        """When ``/health`` turned green after going red: ``None`` if it never went red,
+        infinity if it was still red when the watch ended."""
         if self._thread is not None:
             self._thread.join(timeout=_HEALTH_TIMEOUT_S)
-        return float("inf") if self._recovered_s is None else self._recovered_s
+        return float("inf") if self._never_green else self._green_again_at
 
 
 def main() -> None:
@@ -482,6 +507,9 @@ def main() -> None:
             f"{row.duplicated:6d} {row.recover_s:9.1f} {'equal' if row.totals_equal else 'DIFF'}",
             flush=True,
         )
+        if row.refused_why:
+            why = ", ".join(f"{count} {reason}" for reason, count in row.refused_why.items())
+            print(f"  (refused: {why})", flush=True)
     failed = any(row.lost or row.duplicated or not row.totals_equal for row in rows)
     print("RESULT: " + ("FAIL" if failed else "PASS"))
     sys.exit(1 if failed else 0)
