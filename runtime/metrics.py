@@ -15,12 +15,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _log = logging.getLogger("runtime.metrics")
 ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 ENV_PROCESS_ID = "RUNTIME_METRICS_PREFIX"
-_FLUSH_INTERVAL_S = 0.5
 
 
 def enable_multiprocess(metrics_dir: Path, instance: str) -> None:
@@ -114,23 +113,21 @@ class Metrics:
 
 
 class BufferedCounter:
-    """A counter bumped in this process and written to the shared files about once a second.
+    """A counter bumped in this process and written to the shared files in bulk.
 
     A multiprocess update takes a lock and writes an mmap: tens of microseconds, on the HTTP
-    server's one thread, for every payment. Here ``inc`` only adds to an integer, and one
-    thread of the process writes the difference every ``FLUSH_INTERVAL_S`` (waking once a
-    second, it costs the server nothing it would notice). The count in the files lags by at
-    most that interval; ``flush_buffered`` (which ``GET /metrics`` calls for its own process)
-    writes the rest at once.
+    server's one thread, for every payment. Here ``inc`` only adds to an integer, and the
+    process's flusher thread writes the difference every ``FLUSH_INTERVAL_S`` (a wake-up the
+    server does not notice). The count in the files lags by at most that interval;
+    ``flush_buffered`` (which ``GET /metrics`` calls for its own process) writes the rest at
+    once.
     """
 
     def __init__(self, child: Any) -> None:
         self._child = child
         self._count = 0  # written by inc() alone
         self._written = 0  # written by flush() alone, under _FLUSH_LOCK
-        with _FLUSH_LOCK:
-            _BUFFERED.append(self)
-        _start_flusher()
+        _buffer(self)
 
     def inc(self) -> None:
         """Count one."""
@@ -145,24 +142,32 @@ class BufferedCounter:
                 self._written = count
 
 
-FLUSH_INTERVAL_S = 1.0
-_BUFFERED: list[BufferedCounter] = []
+class _Buffered(Protocol):
+    def flush(self) -> None: ...
+
+
+FLUSH_INTERVAL_S = 0.5
+_BUFFERED: list[_Buffered] = []
 _FLUSH_LOCK = threading.Lock()
 _flusher_pid: int | None = None
 
 
 def flush_buffered() -> None:
-    """Write every buffered counter of this process."""
+    """Write every buffered figure of this process."""
     with _FLUSH_LOCK:
-        counters = list(_BUFFERED)
-    for counter in counters:
-        counter.flush()
+        buffered = list(_BUFFERED)
+    for figures in buffered:
+        figures.flush()
 
 
-def _start_flusher() -> None:
-    """One flusher thread per process (a forked child starts its own)."""
+def _buffer(figures: _Buffered) -> None:
+    """Have this process's flusher thread write ``figures`` every ``FLUSH_INTERVAL_S``.
+
+    One thread per process (a forked child starts its own) serves every buffer in it.
+    """
     global _flusher_pid
     with _FLUSH_LOCK:
+        _BUFFERED.append(figures)
         if _flusher_pid == os.getpid():
             return
         _flusher_pid = os.getpid()
@@ -179,7 +184,7 @@ def _start_flusher() -> None:
 
 
 class AttemptRecorder:
-    """Buffers per-attempt figures in the process and applies them every ``_FLUSH_INTERVAL_S``.
+    """Buffers per-attempt figures in the process and applies them every ``FLUSH_INTERVAL_S``.
 
     Each multiprocess metric update takes one process-wide lock and writes an mmap; with
     hundreds of worker threads, four of them per payment attempt cost more than the attempt's
@@ -192,8 +197,7 @@ class AttemptRecorder:
         self._done: collections.deque[tuple[str, str, float]] = collections.deque()
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="metrics-flush", daemon=True)
-        self._thread.start()
+        _buffer(self)
 
     def started(self) -> None:
         """An attempt is about to be sent."""
@@ -205,11 +209,6 @@ class AttemptRecorder:
         with self._lock:
             self._in_flight -= 1
         self._done.append((processor, status, duration_s))
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(_FLUSH_INTERVAL_S)
-            self.flush()
 
     def flush(self) -> None:
         """Apply what was recorded since the last flush."""
