@@ -3,9 +3,9 @@
     python -m stack.intake_bench [--requests 20000] [--profile]
 
 Builds the bundle's real WSGI app (``runtime.app.create_app`` over ``functions.yaml``, the
-default config, the journal and metrics files in a temp dir) and calls it directly with
-prebuilt WSGI environments, as bjoern would, so the figure is the Python side of a request
-alone: what the server, the sockets and Nginx add comes on top. ``--profile`` prints where
+default config, the journal and metrics files in a temp dir) and calls it directly with WSGI
+environments built beforehand (bjoern builds them in C), so the figure is the Python side of a
+request alone: what the server, the sockets and Nginx add comes on top. ``--profile`` prints where
 the time goes.
 """
 
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import pstats
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import falcon.testing
 
 from runtime.app import create_app
 from runtime.config import Config, QueueConfig, validate_config
@@ -51,37 +51,28 @@ def build_app(folder: Path) -> WsgiApp:
     return create_app(manifest, Deps(config, SystemClock()))
 
 
-def payment_environ(body: bytes) -> dict[str, Any]:
-    """What bjoern hands the app for one POST /payments."""
-    return {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/payments",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "9999",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "HTTP_HOST": "bench",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
+def payment_environs(count: int) -> list[dict[str, Any]]:
+    """What bjoern hands the app for ``count`` POST /payments, built before any is timed."""
+    return [
+        falcon.testing.create_environ(
+            "/payments",
+            method="POST",
+            body=f'{{"correlationId":"{uuid.uuid4()}","amount":19.90}}',
+            headers={"Content-Type": "application/json"},
+        )
+        for _ in range(count)
+    ]
 
 
-def send(app: WsgiApp, bodies: list[bytes]) -> None:
-    """Call the app once per body; stops at the first answer that is not 202."""
+def send(app: WsgiApp, environs: list[dict[str, Any]]) -> None:
+    """Call the app once per environ; stops at the first answer that is not 202."""
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         if not status.startswith("202"):
             raise RuntimeError(f"POST /payments answered {status}")
 
-    for body in bodies:
-        for _ in app(payment_environ(body), start_response):
+    for environ in environs:
+        for _ in app(environ, start_response):
             pass
 
 
@@ -94,18 +85,15 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="intake-bench-"))
     try:
         app = build_app(folder)
-        bodies = [
-            f'{{"correlationId":"{uuid.uuid4()}","amount":19.90}}'.encode()
-            for _ in range(_WARM_UP + args.requests)
-        ]
-        send(app, bodies[:_WARM_UP])
+        send(app, payment_environs(_WARM_UP))
+        measured = payment_environs(args.requests)
         started = time.process_time()
-        send(app, bodies[_WARM_UP:])
+        send(app, measured)
         cpu_us = (time.process_time() - started) / args.requests * 1e6
         print(f"POST /payments in-process: {cpu_us:.1f} µs of CPU a request ({args.requests:,})")
         if args.profile:
             profile = cProfile.Profile()
-            profile.runcall(send, app, bodies[:_PROFILED])
+            profile.runcall(send, app, payment_environs(_PROFILED))
             pstats.Stats(profile).sort_stats("tottime").print_stats(20)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
