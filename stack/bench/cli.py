@@ -324,7 +324,7 @@ def summarize(
             lines.append("  cgroup usage: n/a (a backend started elsewhere)")
         else:
             lines.append("  cgroup usage during the test (peak memory: since start):")
-            lines += report.usage_lines(ours.usage, ours.limits)
+            lines += report.usage_lines(ours.usage, ours.limits, _accepted(ours))
         data["usage"] = _usage_json(ours.usage, ours.limits)
     if floor_run is not None:
         lines.append(
@@ -333,8 +333,15 @@ def summarize(
             f"k6 exited {floor_run.exit_code})"
         )
         if floor_run.usage:
-            lines += report.usage_lines(floor_run.usage, floor_run.limits)
+            lines += report.usage_lines(floor_run.usage, floor_run.limits, _accepted(floor_run))
     return lines, data
+
+
+def _accepted(run: Measured) -> int | None:
+    """The payments k6 saw accepted in ``run``, or ``None`` without a summary."""
+    if run.summary is None:
+        return None
+    return totals_from_k6_summary(run.summary).success
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,10 @@ MODES: dict[str, Mode] = {
     "stress": Mode(
         "stress", "final.js", 1206, Decimal("20.05"), Decimal("0.07"), Decimal("0.10"), 300
     ),
+    # Ours, not the contest's: one fixed rate, processors quick, for comparing two builds.
+    "steady": Mode(
+        "steady", "steady.js", 450, Decimal("20.05"), Decimal("0.07"), Decimal("0.10"), 60
+    ),
 }
 
 

@@ -70,12 +70,16 @@ def score_lines(
     return lines
 
 
-def usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
+def usage_lines(
+    usage: Mapping[str, Any], limits: Mapping[str, Any], payments: int | None = None
+) -> list[str]:
     """One row per service: CPU seconds, throttled periods, peak memory, next to its limits.
 
     ``usage`` maps a service to an object with ``cpu_s``, ``throttled_periods``,
     ``throttled_s`` and ``memory_peak_bytes`` (``stack.cgroups.Usage``); ``limits`` maps it
-    to one with ``cpus`` and ``memory_bytes`` (``stack.cgroups.Limits``).
+    to one with ``cpus`` and ``memory_bytes`` (``stack.cgroups.Limits``). With the number of
+    ``payments`` accepted, a last column gives each service's CPU per payment: the figure a
+    change to the hot path moves, whatever the test's length.
     """
     if not usage:
         return ["  (no cgroup usage: the services ran without limits)"]
@@ -83,15 +87,21 @@ def usage_lines(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str
         f"  {'service':<14}{'cpu s':>9}{'throttled':>11}{'thr. s':>8}"
         f"{'peak MiB':>10}{'limit cpus':>12}{'limit MiB':>11}"
     )
+    if payments:
+        header += f"{'µs/payment':>12}"
     rows = [header]
     for service, used in usage.items():
         limit = limits.get(service)
-        rows.append(
+        row = (
             f"  {service:<14}{_num(used.cpu_s, '.1f'):>9}{_num(used.throttled_periods, 'd'):>11}"
             f"{_num(used.throttled_s, '.1f'):>8}{_mib(used.memory_peak_bytes):>10}"
             f"{_num(getattr(limit, 'cpus', None), 'g'):>12}"
             f"{_mib(getattr(limit, 'memory_bytes', None)):>11}"
         )
+        if payments:
+            per_payment = None if used.cpu_s is None else used.cpu_s * 1e6 / payments
+            row += f"{_num(per_payment, '.0f'):>12}"
+        rows.append(row)
     return rows
 
 

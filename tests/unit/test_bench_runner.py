@@ -29,6 +29,16 @@ def test_final_preview_and_stress_carry_the_contests_parameters() -> None:
     assert stress.max_requests == 2 * final.max_requests
 
 
+def test_the_steady_mode_holds_one_rate_with_the_finals_money() -> None:
+    steady, final = MODES["steady"], MODES["final"]
+
+    assert (steady.max_requests, steady.duration_s) == (450, 60)
+    assert (steady.amount, steady.stack_fees) == (final.amount, final.stack_fees)
+    script = steady.script_path.read_text()
+    assert "buildScenarios(DURATION_S, MAX_REQUESTS, STAGES, RAMP_S)" in script
+    assert parse_mode("floor-steady") == (steady, True)
+
+
 def test_every_modes_script_exists() -> None:
     for mode in MODES.values():
         assert mode.script_path.is_file(), mode.script_path
@@ -183,6 +193,20 @@ def test_usage_rows_put_each_service_beside_its_compose_limits() -> None:
         "limit", "MiB",
     ]  # fmt: skip
     assert row.split() == ["nginx", "1.5", "3", "0.2", "5.0", "0.15", "20.0"]
+
+
+def test_usage_rows_give_cpu_per_payment_when_the_payments_are_known() -> None:
+    usage = {
+        "worker1": Usage(4.5, 0, 0.0, 40 * 1024 * 1024, 40 * 1024 * 1024),
+        "nginx": Usage(None, None, None, None, None),
+    }
+
+    header, worker, nginx = report.usage_lines(usage, {}, payments=9_000)
+
+    assert header.split()[-1] == "µs/payment"
+    assert worker.split()[-1] == "500"
+    assert nginx.split()[-1] == "-"
+    assert "µs/payment" not in report.usage_lines(usage, {})[0]
 
 
 def test_usage_says_so_when_nothing_ran_limited() -> None:

@@ -67,15 +67,21 @@ function scaledMs(seconds) {
  * @param {number} maxRequests VU target reached at the end of the ramp
  * @param {Array<Array>} stages rows of [atS, defaultDelayMs, defaultFailing,
  *     fallbackDelayMs, fallbackFailing]; stage_NN runs row NN
+ * @param {number} rampS how long the ramp to maxRequests takes; the VU count then holds for
+ *     the rest of durationS (the contest's tests ramp for the whole test)
  */
-export function buildScenarios(durationS, maxRequests, stages) {
+export function buildScenarios(durationS, maxRequests, stages, rampS = durationS) {
+  const ramp = [{ target: maxRequests, duration: scaledMs(rampS) }];
+  if (rampS < durationS) {
+    ramp.push({ target: maxRequests, duration: scaledMs(durationS - rampS) });
+  }
   const scenarios = {
     payments: {
       exec: "payments",
       executor: "ramping-vus",
       startVUs: 1,
       gracefulRampDown: "0s",
-      stages: [{ target: maxRequests, duration: scaledMs(durationS) }],
+      stages: ramp,
     },
     payments_consistency: {
       exec: "checkPaymentsConsistency",
@@ -244,4 +250,45 @@ export function recordProcessor(service, requests, amount, feePerTransaction) {
 export function windowEndingBefore(fromAgoMs, toAgoMs) {
   const now = Date.now();
   return [new Date(now - fromAgoMs).toISOString(), new Date(now - toAgoMs).toISOString()];
+}
+
+/**
+ * The final test's consistency VU: every intervalS, our summary against each processor's over
+ * [now - fromAgoMs, now - toAgoMs], the absolute differences per processor added up.
+ */
+export function consistencyPerProcessor(fromAgoMs, toAgoMs, intervalS) {
+  return async function () {
+    const [from, to] = windowEndingBefore(fromAgoMs, toAgoMs);
+    const [onDefault, onFallback, ours] = await Promise.all([
+      processorSummary("default", from, to),
+      processorSummary("fallback", from, to),
+      backendSummary(from, to),
+    ]);
+    const inconsistencies =
+      Math.abs(ours.default.totalRequests - onDefault.totalRequests) +
+      Math.abs(ours.fallback.totalRequests - onFallback.totalRequests);
+    metrics.paymentsInconsistency.add(inconsistencies);
+    if (inconsistencies > 0) {
+      console.warn(
+        `inconsistent [${from}, ${to}]: default ours ${ours.default.totalRequests} vs ` +
+          `${onDefault.totalRequests}, fallback ours ${ours.fallback.totalRequests} vs ` +
+          `${onFallback.totalRequests}`,
+      );
+    }
+    sleep(intervalS);
+  };
+}
+
+/** The final test's teardown: gross, counts and fees from the processors' own summaries. */
+export function teardownFromProcessors(windowMs) {
+  return async function () {
+    const [from, to] = windowEndingBefore(windowMs, 0);
+    const onDefault = await processorSummary("default", from, to);
+    const onFallback = await processorSummary("fallback", from, to);
+    metrics.totalTransactionsAmount.add(onDefault.totalAmount + onFallback.totalAmount);
+    recordProcessor(
+      "default", onDefault.totalRequests, onDefault.totalAmount, onDefault.feePerTransaction);
+    recordProcessor(
+      "fallback", onFallback.totalRequests, onFallback.totalAmount, onFallback.feePerTransaction);
+  };
 }

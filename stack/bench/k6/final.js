@@ -2,18 +2,14 @@
 // mode), 20.05 per payment, ten stages of processor delay and failure, a consistency
 // check every 10 s over [now - 15 s, now - 2 s], and a teardown that reads the gross,
 // counts and fees from the processors' own admin summaries over the last 360 s.
-import { sleep } from "k6";
 import {
-  backendSummary,
   baseOptions,
   buildScenarios,
+  consistencyPerProcessor,
   defineStageFrom,
-  metrics,
   paymentsWith,
-  processorSummary,
-  recordProcessor,
   setupRun,
-  windowEndingBefore,
+  teardownFromProcessors,
 } from "./common.js";
 
 const DURATION_S = 300;
@@ -47,35 +43,6 @@ export const setup = setupRun;
 export const payments = paymentsWith(AMOUNT);
 export const defineStage = defineStageFrom(STAGES);
 
-export async function checkPaymentsConsistency() {
-  const [from, to] = windowEndingBefore(CONSISTENCY_FROM_AGO_MS, CONSISTENCY_TO_AGO_MS);
-  const [onDefault, onFallback, ours] = await Promise.all([
-    processorSummary("default", from, to),
-    processorSummary("fallback", from, to),
-    backendSummary(from, to),
-  ]);
-  // The final test adds the absolute differences per processor.
-  const inconsistencies =
-    Math.abs(ours.default.totalRequests - onDefault.totalRequests) +
-    Math.abs(ours.fallback.totalRequests - onFallback.totalRequests);
-  metrics.paymentsInconsistency.add(inconsistencies);
-  if (inconsistencies > 0) {
-    console.warn(
-      `inconsistent [${from}, ${to}]: default ours ${ours.default.totalRequests} vs ` +
-        `${onDefault.totalRequests}, fallback ours ${ours.fallback.totalRequests} vs ` +
-        `${onFallback.totalRequests}`,
-    );
-  }
-  sleep(CONSISTENCY_INTERVAL_S);
-}
-
-export async function teardown() {
-  const [from, to] = windowEndingBefore(TEARDOWN_WINDOW_MS, 0);
-  const onDefault = await processorSummary("default", from, to);
-  const onFallback = await processorSummary("fallback", from, to);
-  metrics.totalTransactionsAmount.add(onDefault.totalAmount + onFallback.totalAmount);
-  recordProcessor(
-    "default", onDefault.totalRequests, onDefault.totalAmount, onDefault.feePerTransaction);
-  recordProcessor(
-    "fallback", onFallback.totalRequests, onFallback.totalAmount, onFallback.feePerTransaction);
-}
+export const checkPaymentsConsistency = consistencyPerProcessor(
+  CONSISTENCY_FROM_AGO_MS, CONSISTENCY_TO_AGO_MS, CONSISTENCY_INTERVAL_S);
+export const teardown = teardownFromProcessors(TEARDOWN_WINDOW_MS);
