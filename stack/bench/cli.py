@@ -6,10 +6,14 @@ the backend as the contest's harness does, runs k6, reads each service's cgroup 
 run (start-up left out), copies the logs, takes the stack down, then runs the same test against
 the floor Nginx and prints: the score, its ceiling and our share of it, our p99 over the
 floor's, and the usage next to the compose limits. ``floor-MODE`` measures the floor alone.
+``--design-floor`` adds a third run: our Nginx config in front of two bjoern Falcon
+hello-worlds (``design_floor.py``), which splits our p99 over the floor into what the design
+costs and what our code adds.
 
 Everything lands in ``results/<timestamp>-<mode>/``: ``summary.json`` (k6's summary export),
 ``report.html`` (k6's web dashboard, self-contained), ``k6.log``, ``score.json``, ``logs/``
-(the services' logs) and ``floor/`` (the floor run's own summary and report).
+(the services' logs), ``floor/`` (the floor run's own summary and report) and, with
+``--design-floor``, ``design-floor/``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stack import compose
-from stack.bench import floor, report
+from stack.bench import design_floor, floor, report
 from stack.bench.k6 import K6Run, K6Unavailable, ensure_k6, run_k6
 from stack.bench.modes import Mode, UnknownMode, mode_names, parse_mode
 from stack.bench.score import (
@@ -56,6 +60,7 @@ READY_TIMEOUT_S = 3.0
 _STACK_CLI_TIMEOUT_S = 300.0
 _SHORT_SCALE = 0.1
 FLOOR_SERVICE = "nginx (floor)"
+DESIGN_SUFFIX = " (design)"
 CONTEST_PORT = 9999
 _STACK_PORT_VARS = (
     "STACK_PORT",
@@ -235,26 +240,46 @@ def _during(after: dict[str, Usage], before: dict[str, Usage]) -> dict[str, Usag
     }
 
 
+def _k6_against(url: str, mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path) -> int:
+    """Run the mode's script with ``url`` as the backend and both processors' admin API."""
+    run = K6Run(
+        script=mode.script_path,
+        out_dir=out_dir,
+        backend_url=url,
+        default_url=url,
+        fallback_url=url,
+        token=str(uuid.uuid4()),
+        max_requests=args.vus or mode.max_requests,
+        duration_scale=args.scale,
+    )
+    return run_k6(run, binary, mode.duration_s)
+
+
 def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path) -> Measured:
     """The same test, same VUs and timeline, against the floor Nginx under Nginx's limits."""
     print("bench: measuring the floor (Nginx alone answering 200)", flush=True)
     with floor.floor_nginx(
         out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf"
     ) as fl:
-        run = K6Run(
-            script=mode.script_path,
-            out_dir=out_dir,
-            backend_url=fl.url,
-            default_url=fl.url,
-            fallback_url=fl.url,
-            token=str(uuid.uuid4()),
-            max_requests=args.vus or mode.max_requests,
-            duration_scale=args.scale,
-        )
-        code = run_k6(run, binary, mode.duration_s)
+        code = _k6_against(fl.url, mode, args, binary, out_dir)
     usage = {FLOOR_SERVICE: fl.usage} if fl.usage is not None else {}
     limits = {FLOOR_SERVICE: _compose_limits().get("nginx")}
     return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, limits)
+
+
+def measure_design_floor(
+    mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path
+) -> Measured:
+    """The same test against our Nginx config in front of two bjoern Falcon hello-worlds."""
+    print("bench: measuring the design floor (Nginx, two bjoern hello-worlds)", flush=True)
+    with design_floor.design_floor(out_dir / "services") as design:
+        before = design.usage_now()
+        code = _k6_against(design.url, mode, args, binary, out_dir)
+    limits = _compose_limits()
+    during = _during(design.usage, before)
+    usage = {f"{name}{DESIGN_SUFFIX}": used for name, used in during.items()}
+    design_limits = {f"{name}{DESIGN_SUFFIX}": limits.get(name) for name in design.usage}
+    return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, design_limits)
 
 
 def _usage_json(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,6 +299,7 @@ def summarize(
     args: argparse.Namespace,
     ours: Measured | None,
     floor_run: Measured | None,
+    design_run: Measured | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The printed report and ``score.json``'s content."""
     max_requests = args.vus or mode.max_requests
@@ -334,7 +360,39 @@ def summarize(
         )
         if floor_run.usage:
             lines += report.usage_lines(floor_run.usage, floor_run.limits, _accepted(floor_run))
+    if design_run is not None:
+        lines += _design_lines(design_run, ours, floor_p99, data)
     return lines, data
+
+
+def _design_lines(
+    design: Measured, ours: Measured | None, floor_p99: float | None, data: dict[str, Any]
+) -> list[str]:
+    """The design floor's report lines; its figures go into ``data`` as well."""
+    design_p99 = design.p99_ms
+    data["design_floor"] = {
+        "k6_exit": design.exit_code,
+        "p99_ms": design_p99,
+        "payments_p99_ms": design.payments_p99_ms,
+        "usage": _usage_json(design.usage, design.limits),
+    }
+    lines = [
+        f"  design floor    p99 {report.ms(design_p99)}   (Nginx, two bjoern hello-worlds; "
+        f"POST /payments alone: {report.ms(design.payments_p99_ms)}; k6 exited {design.exit_code})"
+    ]
+    ratios = []
+    ours_p99 = ours.p99_ms if ours is not None else None
+    if design_p99 and ours_p99 is not None:
+        data["p99_over_design_floor"] = ours_p99 / design_p99
+        ratios.append(f"ours / design {ours_p99 / design_p99:.2f}x (what our code adds)")
+    if design_p99 is not None and floor_p99:
+        data["design_floor_over_floor"] = design_p99 / floor_p99
+        ratios.append(f"design / floor {design_p99 / floor_p99:.2f}x (what the design costs)")
+    if ratios:
+        lines.append("  p99 ratios      " + "   ".join(ratios))
+    if design.usage:
+        lines += report.usage_lines(design.usage, design.limits, _accepted(design))
+    return lines
 
 
 def _accepted(run: Measured) -> int | None:
@@ -352,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("mode", metavar="MODE", help="one of: " + ", ".join(mode_names()))
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    parser.add_argument(
+        "--design-floor",
+        action="store_true",
+        help="also measure the design floor: our Nginx config in front of two bjoern Falcon "
+        "hello-worlds under the app and Nginx limits",
+    )
     parser.add_argument(
         "--scale",
         type=float,
@@ -422,9 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_run = None
     if floor_only or not args.no_floor:
         floor_run = measure_floor(mode, args, binary, out_dir / "floor" if ours else out_dir)
+    design_run = None
+    if args.design_floor:
+        design_run = measure_design_floor(mode, args, binary, out_dir / "design-floor")
 
     load_after = os.getloadavg()[0]
-    lines, data = summarize(mode, args, ours, floor_run)
+    lines, data = summarize(mode, args, ours, floor_run, design_run)
     lines.append(
         f"  machine load    1-min average {load_before:.2f} before, {load_after:.2f} after "
         f"({os.cpu_count()} cores)"
@@ -434,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "score.json").write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
     print("\n".join(lines), flush=True)
     print(f"\nbench: wrote {out_dir}", flush=True)
-    runs = [r for r in (ours, floor_run) if r is not None]
+    runs = [r for r in (ours, floor_run, design_run) if r is not None]
     return 0 if all(r.exit_code == 0 for r in runs) else 1
 
 

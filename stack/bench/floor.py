@@ -35,10 +35,10 @@ _OWN_DIRECTIVE_RE = re.compile(r"^\s*(pid|error_log|user|daemon|include)\b[^;]*;
 _COMMENT_RE = re.compile(r"^\s*#.*\n", re.MULTILINE)
 _DEFAULT_MAIN = "worker_processes 1;\nevents {\n    worker_connections 4096;\n}\n"
 
-_BACKEND_SUMMARY = (
+BACKEND_SUMMARY = (
     '{"default":{"totalRequests":0,"totalAmount":0},"fallback":{"totalRequests":0,"totalAmount":0}}'
 )
-_PROCESSOR_SUMMARY = '{"totalRequests":0,"totalAmount":0,"totalFee":0,"feePerTransaction":0}'
+PROCESSOR_SUMMARY = '{"totalRequests":0,"totalAmount":0,"totalFee":0,"feePerTransaction":0}'
 
 
 def main_context(template: str | None) -> str:
@@ -72,8 +72,8 @@ http {{
         listen 127.0.0.1:{port} backlog=4096;
 
         location = /admin/configurations/token {{ return 204; }}
-        location = /admin/payments-summary {{ return 200 '{_PROCESSOR_SUMMARY}'; }}
-        location = /payments-summary {{ return 200 '{_BACKEND_SUMMARY}'; }}
+        location = /admin/payments-summary {{ return 200 '{PROCESSOR_SUMMARY}'; }}
+        location = /payments-summary {{ return 200 '{BACKEND_SUMMARY}'; }}
         location / {{ return 200 '{{}}'; }}
     }}
 }}
@@ -103,21 +103,34 @@ class FloorNginx:
     limited: bool = False
 
 
-def _limit(dir: Path, service: str) -> tuple[list[str], StackCgroups | None, str]:
-    """Cgroup folders to join for the compose limits of ``service``, or why there are none.
+def limit_services(
+    dir: Path, services: list[str]
+) -> tuple[dict[str, list[str]], StackCgroups | None, str]:
+    """Cgroup folders to join for each service's compose limits, or why there are none.
 
-    Uses the stack's own cgroup code, so the floor's Nginx is limited exactly like ours;
+    Uses the stack's own cgroup code, so a floor's processes are limited exactly like ours;
     where cgroups cannot be had the floor still runs, unlimited, and the caller says so.
     """
     try:
         limits = compose.service_limits(compose.load(PROJECT_ROOT / "docker-compose.yml"))
-        if service not in limits:
-            return [], None, f"docker-compose.yml has no service {service!r}"
+        missing = [service for service in services if service not in limits]
+        if missing:
+            return {}, None, f"docker-compose.yml has no service {missing[0]!r}"
         cgroups = StackCgroups.locate(dir)
-        joined = cgroups.create(service, limits[service])
+        joins = {
+            service: [str(path) for path in cgroups.create(service, limits[service])]
+            for service in services
+        }
     except (CgroupsUnavailable, compose.ComposeError) as exc:
-        return [], None, str(exc)
-    return [str(path) for path in joined], cgroups, ""
+        return {}, None, str(exc)
+    return joins, cgroups, ""
+
+
+def limited_argv(joins: list[str], argv: list[str]) -> list[str]:
+    """``argv`` run inside the cgroup folders ``joins`` (as it is when there are none)."""
+    if not joins:
+        return argv
+    return [sys.executable, "-m", "stack.cgexec", *(f"--join={j}" for j in joins), "--", *argv]
 
 
 @contextlib.contextmanager
@@ -135,13 +148,13 @@ def floor_nginx(
     text = template.read_text() if template and template.is_file() else None
     conf = dir / "nginx.conf"
     conf.write_text(floor_config(port, dir, text))
-    joins, cgroups, why_not = _limit(dir, service)
+    joined, cgroups, why_not = limit_services(dir, [service])
+    joins = joined.get(service, [])
     if why_not:
         print(f"bench: floor Nginx runs WITHOUT limits: {why_not}", flush=True)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     argv = [nginx, "-c", str(conf), "-p", f"{dir}/", "-e", "stderr", "-g", "daemon off;"]
-    if joins:
-        argv = [sys.executable, "-m", "stack.cgexec", *(f"--join={j}" for j in joins), "--", *argv]
+    argv = limited_argv(joins, argv)
     floor = FloorNginx(url=f"http://127.0.0.1:{port}", limited=bool(joins))
     with open(dir / "nginx.out", "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -156,17 +169,18 @@ def floor_nginx(
     finally:
         if cgroups is not None:
             floor.usage = cgroups.usage(service)
-        _stop(proc)
+        stop(proc)
         if cgroups is not None:
             for problem in cgroups.remove([service]):
                 print(f"bench: could not remove cgroup {problem}", flush=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Graceful stop for Nginx is SIGQUIT; kill it after a bound so nothing is left behind."""
+def stop(proc: subprocess.Popen, graceful: signal.Signals = signal.SIGQUIT) -> None:
+    """Ask ``proc`` to stop (Nginx's graceful stop is SIGQUIT, bjoern's SIGINT); kill it after a
+    bound so nothing is left behind."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGQUIT)
+            proc.send_signal(graceful)
         try:
             proc.wait(timeout=_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
