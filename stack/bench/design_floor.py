@@ -10,24 +10,24 @@ itself costs (the proxy hop, Python, bjoern).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from stack import nginx
+from stack import daemons, nginx
 from stack.bench import floor
 from stack.cgroups import StackCgroups, Usage
+from stack.probes import answers_200, tcp_open, unix_http_get
 from stack.settings import PROJECT_ROOT
 
 APP_SERVICES = ("app1", "app2")
 SERVICES = (*APP_SERVICES, "nginx")
 _READY_TIMEOUT_S = 20.0
-_POLL_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -46,69 +46,55 @@ class DesignFloor:
         return {service: self.cgroups.usage(service) for service in SERVICES}
 
 
-def socket_accepts(path: Path) -> bool:
-    """Whether a server accepts connections on the unix socket ``path``."""
-    with (
-        contextlib.suppress(OSError),
-        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
-    ):
-        sock.settimeout(0.5)
-        sock.connect(str(path))
-        return True
-    return False
-
-
-def _start(argv: list[str], dir: Path, service: str) -> subprocess.Popen:
-    """Start one service in its own session, its output in ``dir/<service>.out``."""
-    with open(dir / f"{service}.out", "ab") as out:
-        return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True
-        )
-
-
-def _wait_until(ready: Callable[[], bool], procs: list[subprocess.Popen], dir: Path) -> None:
-    """Return once ``ready()``; raise with the services' output if one exits or time runs out."""
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while not ready():
-        if any(proc.poll() is not None for proc in procs) or time.monotonic() > deadline:
-            outputs = "".join(
-                f"--- {out.name}\n{out.read_text(errors='replace')[-1000:]}"
-                for out in sorted(dir.glob("*.out"))
-            )
-            raise RuntimeError(f"the design floor did not start:\n{outputs}")
-        time.sleep(_POLL_INTERVAL_S)
-
-
 @contextlib.contextmanager
 def design_floor(dir: Path) -> Iterator[DesignFloor]:
     """Run the design floor under the compose limits of app1, app2 and nginx until the block
-    ends; every process is ours, stopped by its pid, and the cgroups are removed afterwards."""
+    ends. The processes are started, awaited and stopped by the stack's own ``daemons`` (pid
+    files in ``dir``), and the cgroups are removed afterwards."""
     dir.mkdir(parents=True, exist_ok=True)
     joins, cgroups, why_not = floor.limit_services(dir, list(SERVICES))
     if why_not:
         print(f"bench: the design floor runs WITHOUT limits: {why_not}", flush=True)
     port = floor.free_port()
     sockets = [dir / f"{service}.sock" for service in APP_SERVICES]
-    procs: list[tuple[subprocess.Popen, signal.Signals]] = []
+    started: list[tuple[subprocess.Popen, daemons.PidRecord]] = []
     result = DesignFloor(url=f"http://127.0.0.1:{port}", cgroups=cgroups)
+
+    def start(service: str, argv: list[str], stop_signal: int, ready: Callable[[], bool]) -> None:
+        proc, record = daemons.spawn(
+            service,
+            floor.limited_argv(joins.get(service, []), argv),
+            order=len(started),
+            env=os.environ,
+            cwd=PROJECT_ROOT,
+            log_path=dir / f"{service}.out",
+            pid_path=dir / f"{service}.pid",
+            stop_signal=stop_signal,
+        )
+        started.append((proc, record))
+        daemons.wait_ready(proc, record, ready, _READY_TIMEOUT_S)
+
     try:
         for service, path in zip(APP_SERVICES, sockets, strict=True):
-            argv = [sys.executable, "-m", "stack.bench.hello_app", f"unix:{path}"]
-            limited = floor.limited_argv(joins.get(service, []), argv)
-            procs.append((_start(limited, dir, service), signal.SIGINT))
+            start(
+                service,
+                [sys.executable, "-m", "stack.bench.hello_app", f"unix:{path}"],
+                signal.SIGINT,  # bjoern's graceful stop
+                partial(_answers, path),
+            )
         conf = nginx.write_config(sockets, port, dir / "nginx")
-        limited = floor.limited_argv(joins.get("nginx", []), nginx.argv(conf, dir / "nginx"))
-        procs.append((_start(limited, dir, "nginx"), signal.SIGQUIT))
-        _wait_until(
-            lambda: all(socket_accepts(path) for path in sockets) and floor.port_open(port),
-            [proc for proc, _ in procs],
-            dir,
-        )
+        start("nginx", nginx.argv(conf, dir / "nginx"), signal.SIGQUIT, partial(tcp_open, port))
         yield result
     finally:
         result.usage = result.usage_now()
-        for proc, graceful in reversed(procs):
-            floor.stop(proc, graceful)
+        for proc, record in reversed(started):
+            daemons.stop(record)
+            proc.wait(timeout=daemons.STOP_TIMEOUT_S)  # reap it: no zombie left behind
         if cgroups is not None:
             for problem in cgroups.remove(list(SERVICES)):
                 print(f"bench: could not remove cgroup {problem}", flush=True)
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether the hello-world on ``socket_path`` answers HTTP."""
+    return answers_200(lambda: unix_http_get(str(socket_path), "/payments-summary"))

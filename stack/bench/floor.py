@@ -169,18 +169,17 @@ def floor_nginx(
     finally:
         if cgroups is not None:
             floor.usage = cgroups.usage(service)
-        stop(proc)
+        _stop(proc)
         if cgroups is not None:
             for problem in cgroups.remove([service]):
                 print(f"bench: could not remove cgroup {problem}", flush=True)
 
 
-def stop(proc: subprocess.Popen, graceful: signal.Signals = signal.SIGQUIT) -> None:
-    """Ask ``proc`` to stop (Nginx's graceful stop is SIGQUIT, bjoern's SIGINT); kill it after a
-    bound so nothing is left behind."""
+def _stop(proc: subprocess.Popen) -> None:
+    """Graceful stop for Nginx is SIGQUIT; kill it after a bound so nothing is left behind."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(graceful)
+            proc.send_signal(signal.SIGQUIT)
         try:
             proc.wait(timeout=_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
