@@ -47,6 +47,7 @@ from stack.bench.score import (
     totals_from_k6_summary,
 )
 from stack.cgroups import Limits, Usage, stack_usage
+from stack.probes import tcp_open
 from stack.settings import EMULATOR_TOKEN, PROJECT_ROOT, StackSettings
 
 RESULTS_DIR = PROJECT_ROOT / "results"
@@ -202,7 +203,7 @@ def measure_stack(
         "STACK_DIR": str(stack_dir),
         "STACK_FEES": mode.stack_fees,
     }
-    if floor.port_open(CONTEST_PORT) and env["STACK_PORT"] != str(CONTEST_PORT):
+    if tcp_open(CONTEST_PORT) and env["STACK_PORT"] != str(CONTEST_PORT):
         print(
             f"bench: something listens on {CONTEST_PORT}: if it is another stack, it competes "
             "for the CPU and skews these figures",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import compose
+from stack import compose, nginx
 from stack.cgroups import CgroupsUnavailable, StackCgroups, Usage
+from stack.probes import tcp_open
 from stack.settings import PROJECT_ROOT
 
 _READY_TIMEOUT_S = 20.0
@@ -87,13 +87,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:``port``."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False
-
-
 @dataclass
 class FloorNginx:
     """A running floor Nginx: its URL, and its usage once stopped (``None`` if unlimited)."""
@@ -152,15 +145,13 @@ def floor_nginx(
     joins = joined.get(service, [])
     if why_not:
         print(f"bench: floor Nginx runs WITHOUT limits: {why_not}", flush=True)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    argv = [nginx, "-c", str(conf), "-p", f"{dir}/", "-e", "stderr", "-g", "daemon off;"]
-    argv = limited_argv(joins, argv)
+    argv = limited_argv(joins, nginx.argv(conf, dir))
     floor = FloorNginx(url=f"http://127.0.0.1:{port}", limited=bool(joins))
     with open(dir / "nginx.out", "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not port_open(port):
+        while not tcp_open(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (dir / "nginx.out").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the floor Nginx did not start (exit {proc.poll()}):\n{tail}")

@@ -11,6 +11,7 @@ import pytest
 
 from stack.bench import floor
 from stack.bench.design_floor import SERVICES, design_floor
+from stack.probes import tcp_open
 from tests.support.services import reachable_tmp_dir
 
 
@@ -40,7 +41,7 @@ def test_it_answers_through_both_servers_and_leaves_nothing_behind() -> None:
             }
         assert statuses == {202}
         assert status == 200 and json.loads(summary) == json.loads(floor.BACKEND_SUMMARY)
-        assert not floor.port_open(int(design.url.rsplit(":", 1)[1]))
+        assert not tcp_open(int(design.url.rsplit(":", 1)[1]))
         if os.geteuid() == 0:  # root: each service ran under its compose limits
             assert design.cgroups is not None
             assert all(pids[service] for service in SERVICES)
