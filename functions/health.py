@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import falcon
 
 from runtime.deps import FunctionContext
-
-_DEFAULT_CACHE_S = 0.5
+from runtime.schema import Range
 
 
 class Health:
     """Cheap enough to poll: the checks' result is reused for ``cache_s`` seconds."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        cache_s: Annotated[float, Range(0, 60)] = 0.5
+        """How long one round of checks answers for (0: check on every request)."""
+
     def __init__(self, context: FunctionContext) -> None:
         self._deps = context.deps
-        self._cache_s = float(context.settings.get("cache_s", _DEFAULT_CACHE_S))
+        self._instance = context.instance
+        self._cache_s = context.settings.cache_s
         self._checked_at = float("-inf")
         self._down: list[str] = []
 
@@ -30,19 +38,19 @@ class Health:
         resp.text = json.dumps(
             {
                 "status": "down" if self._down else "ok",
-                "instance": self._deps.config.instance,
+                "instance": self._instance,
                 "down": self._down,
             }
         )
 
-    def _checks(self):
+    def _checks(self) -> list[tuple[str, Callable[[], Any]]]:
         return [
             ("postgres", lambda: self._deps.database.run("SELECT 1")),
             ("memcached", lambda: self._deps.memcache.version()),
         ]
 
 
-def _passes(check) -> bool:
+def _passes(check: Callable[[], Any]) -> bool:
     try:
         check()
     except Exception:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from payments.processors import ProcessorClient, ProcessorError
+from payments.processors import HealthClient, ProcessorError
 from payments.wiring import processor_clients, shared_state
 from runtime.deps import FunctionContext
 
@@ -20,12 +20,12 @@ class HealthPoller:
     """One read of each processor per turn; failures are counted, never fatal."""
 
     def __init__(self, context: FunctionContext) -> None:
-        self._deps = context.deps
-        self._clients = processor_clients(context.deps, ProcessorClient, max_connections=2)
-        self._shared = shared_state(context.deps)
+        self._metrics = context.deps.metrics
+        self._clients = processor_clients(context.config, HealthClient, max_connections=2)
+        self._shared = shared_state(context.config, context.deps)
         self._min_interval_s = context.config.router.health_min_interval_s
         for name in self._clients:  # a zero per processor, so the series exists from the start
-            context.deps.metrics.health_check_failures.labels(name)
+            self._metrics.health_check_failures.labels(name)
 
     def run(self) -> None:
         if not self._shared.take_health_turn(self._min_interval_s):
@@ -34,7 +34,7 @@ class HealthPoller:
             try:
                 health = client.service_health()
             except ProcessorError as exc:
-                self._deps.metrics.health_check_failures.labels(name).inc()
+                self._metrics.health_check_failures.labels(name).inc()
                 _log.warning(
                     "service-health read failed", extra={"processor": name, "error": str(exc)}
                 )

@@ -10,7 +10,6 @@ import falcon
 
 from payments.validation import PaymentRejected, parse_payment
 from runtime.deps import FunctionContext
-from runtime.metrics import BufferedCounter
 from runtime.queue import QueueFull
 
 
@@ -18,14 +17,12 @@ class Intake:
     """The only thing between a client and the queue: one parse, one ``write``."""
 
     def __init__(self, context: FunctionContext) -> None:
-        if context.queue is None:
-            raise ValueError(f"function '{context.name}' needs 'queue' in functions.yaml")
-        self._producer = context.deps.producer(context.queue)
+        self._put = context.producer().put
         self._clock = context.deps.clock
         self._max_amount = context.config.limits.max_amount
-        self._max_body_bytes = context.config.server.max_body_bytes
+        self._max_body_bytes = context.runtime.server.max_body_bytes
         self._metrics = context.deps.metrics
-        self._accepted = BufferedCounter(self._metrics.accepted)
+        self._accepted = self._metrics.accepted
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         media_type = (req.content_type or "").partition(";")[0].strip().lower()
@@ -41,17 +38,13 @@ class Intake:
                     title="body_too_large",
                     description=f"the body may be at most {self._max_body_bytes} bytes",
                 )
-            payment = parse_payment(body, self._max_amount)
+            payment = parse_payment(body, self._max_amount, self._clock.now())
         except PaymentRejected as exc:
             self._metrics.rejected.labels(exc.code).inc()
             status = falcon.HTTP_400 if exc.code == "invalid_json" else falcon.HTTP_422
             raise falcon.HTTPError(status, title=exc.code, description=exc.detail) from None
-        record = (
-            f'{{"id":"{payment.correlation_id}","amount":"{payment.amount}",'
-            f'"t":{self._clock.now():.6f}}}'
-        ).encode()
         try:
-            self._producer.put(record)
+            self._put(payment)
         except QueueFull:
             self._metrics.rejected.labels("queue_full").inc()
             raise falcon.HTTPServiceUnavailable(

@@ -48,14 +48,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
+from payments.config import ForwarderConfig
 from payments.isotime import epoch_us, format_epoch_ms, parse
+from payments.metrics import AttemptRecorder
+from payments.payment import Payment
 from payments.processors import AttemptResult, Outcome, ProcessorError, StoredPayment
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
 from payments.store import Claim, ClaimRow, ClaimState
-from runtime.config import ForwarderConfig
 from runtime.deps import Clock
-from runtime.metrics import AttemptRecorder
 
 _log = logging.getLogger("payments.delivery")
 
@@ -106,15 +107,6 @@ class Writer(Protocol):
 
 
 @dataclass(frozen=True)
-class Payment:
-    """A payment as the queue holds it: id, amount and when intake accepted it (epoch s)."""
-
-    correlation_id: str
-    amount: Decimal
-    intake_s: float
-
-
-@dataclass(frozen=True)
 class Claimed:
     """What a batch claim found for one payment, and the attempt it was claimed for."""
 
@@ -129,7 +121,7 @@ class _Attempts:
 
     correlation_id: str
     amount: Decimal
-    intake_s: float
+    accepted_at: float
     settled: Callable[[], None]
     pinned_to: str | None = None
     last_uncertain_s: float = 0.0
@@ -186,7 +178,7 @@ class Delivery:
         if not payments:
             return []
         views = self._shared.snapshot()
-        waited_s = self._clock.now() - max(payment.intake_s for payment in payments)
+        waited_s = self._clock.now() - max(payment.accepted_at for payment in payments)
         first = await self._choose(views, waited_s)
         rest = first
         if first is not None and first.probe:  # one probe; the rest go where they would
@@ -205,7 +197,7 @@ class Delivery:
                         p.amount,
                         route.processor,
                         requested_us,
-                        _whole_us(p.intake_s),
+                        _whole_us(p.accepted_at),
                     )
                     for p, route in taken
                 ]
@@ -222,7 +214,7 @@ class Delivery:
         May return before the end state is committed: ``settled`` is called exactly once, when
         it is (from the writer's thread), or not at all if this raises.
         """
-        state = _Attempts(payment.correlation_id, payment.amount, payment.intake_s, settled)
+        state = _Attempts(payment.correlation_id, payment.amount, payment.accepted_at, settled)
         outcome = await self._deliver(state, claimed)
         return Delivered(outcome, state.attempts, tuple(state.history))
 
@@ -237,7 +229,7 @@ class Delivery:
                         state.amount,
                         route.processor,
                         requested_ms * 1000,
-                        _whole_us(state.intake_s),
+                        _whole_us(state.accepted_at),
                     )
                 ]
             )
@@ -347,7 +339,7 @@ class Delivery:
     async def _route(self, state: _Attempts) -> Route:
         """ROUTING: wait until the router names a processor."""
         while True:
-            waited_s = self._clock.now() - state.intake_s
+            waited_s = self._clock.now() - state.accepted_at
             route = await self._choose(self._shared.snapshot(), waited_s)
             if route is not None:
                 return route

@@ -13,13 +13,9 @@ class BadTimestamp(ValueError):
     """Text that is not an ISO-8601 timestamp."""
 
 
-def format_ms(epoch_s: float) -> str:
-    """``2025-07-10T12:34:56.789Z``: UTC, milliseconds, as the processors store it."""
-    return format_epoch_ms(int(epoch_s * 1000))
-
-
 def format_epoch_ms(epoch_ms: int) -> str:
-    """``format_ms`` for a whole number of milliseconds, with no float in between."""
+    """``2025-07-10T12:34:56.789Z`` (UTC, as the processors store it) for a whole number of
+    milliseconds since the epoch, with no float in between."""
     second, millis = divmod(epoch_ms, 1000)
     return f"{_second_text(second)}.{millis:03d}Z"
 
@@ -28,11 +24,6 @@ def format_epoch_ms(epoch_ms: int) -> str:
 def _second_text(epoch_second: int) -> str:
     """The forwarder stamps hundreds of payments a second: one strftime a second does."""
     return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def from_epoch_ms(epoch_ms: int) -> datetime:
-    """An aware UTC datetime exactly ``epoch_ms`` after the epoch (no float rounding)."""
-    return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 def epoch_us(moment: datetime) -> int:

@@ -1,9 +1,9 @@
 """Talk to one payment processor.
 
 ``AsyncProcessorClient`` is the forwarder's: hundreds of payments in flight on one event loop,
-over ``runtime.http_client`` (urllib3 would cost more CPU per payment than the rest of the
-forwarder together; that module says how much). ``ProcessorClient`` is the blocking one, over
-urllib3, for the health poller and for tools.
+over ``payments.http_client`` (urllib3 would cost more CPU per payment than the rest of the
+forwarder together; that module says how much). ``HealthClient`` is the health poller's: one
+blocking read of ``service-health`` now and then, over urllib3.
 
 Each answer to a payment is turned into what it tells us about the processor's store, which
 is all the delivery state machine needs:
@@ -25,19 +25,10 @@ from decimal import Decimal
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.util import parse_url
+from urllib3.exceptions import HTTPError
 
-from runtime.http_client import ConnectionPool, NoResponse, RequestNotSent
+from payments.http_client import ConnectionPool, NoResponse, RequestNotSent, http_origin
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
 _JSON_HEADER_LINE = "Content-Type: application/json\r\n"
 
 
@@ -79,8 +70,8 @@ class ServiceHealth:
     min_response_ms: float
 
 
-class ProcessorClient:
-    """One processor's HTTP API; thread-safe, one connection pool shared by all threads."""
+class HealthClient:
+    """One processor's ``service-health``, read over urllib3; thread-safe."""
 
     def __init__(
         self,
@@ -91,47 +82,13 @@ class ProcessorClient:
         request_timeout_s: float,
         max_connections: int,
     ) -> None:
+        del request_timeout_s  # a health read waits twice the connect timeout at most
         self.name = name
         self.url = url.rstrip("/")
-        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=request_timeout_s)
-        self._read_timeout = urllib3.Timeout(connect=connect_timeout_s, read=connect_timeout_s * 2)
+        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=connect_timeout_s * 2)
         self._pool = urllib3.connection_from_url(
             self.url, maxsize=max_connections, block=False, retries=False, timeout=self._timeout
         )
-
-    def post_payment(
-        self, correlation_id: str, amount: Decimal, requested_at: str
-    ) -> AttemptResult:
-        """Send one payment; never raises for what the network or the processor does."""
-        body = _payment_body(correlation_id, amount, requested_at)
-        started = time.monotonic()
-        try:
-            response = self._pool.urlopen(
-                "POST",
-                "/payments",
-                body=body,
-                headers=_JSON_HEADERS,
-                retries=False,
-                preload_content=True,
-            )
-        except (NewConnectionError, ConnectTimeoutError):
-            return AttemptResult(Outcome.NOT_STORED, 0, time.monotonic() - started)
-        except MaxRetryError as exc:
-            not_sent = isinstance(exc.reason, NewConnectionError | ConnectTimeoutError)
-            outcome = Outcome.NOT_STORED if not_sent else Outcome.UNCERTAIN
-            return AttemptResult(outcome, 0, time.monotonic() - started)
-        except (ReadTimeoutError, ProtocolError, HTTPError, OSError):
-            return AttemptResult(Outcome.UNCERTAIN, 0, time.monotonic() - started)
-        return _answered(response.status, time.monotonic() - started)
-
-    def get_payment(self, correlation_id: str) -> StoredPayment | None:
-        """What the processor holds for this id, or ``None`` if it holds nothing.
-
-        Raises:
-            ProcessorError: no definite answer (network trouble, 5xx).
-        """
-        data = self._get_json(f"/payments/{correlation_id}", allow_404=True)
-        return None if data is None else _stored_payment(self.name, data)
 
     def service_health(self) -> ServiceHealth:
         """The processor's own word on its state (limited by it to one call per 5 s).
@@ -139,18 +96,16 @@ class ProcessorClient:
         Raises:
             ProcessorError: no answer, a 429, or an unexpected body.
         """
-        data = self._get_json("/payments/service-health", allow_404=False)
+        path = "/payments/service-health"
+        try:
+            response = self._pool.urlopen("GET", path, retries=False)
+        except (HTTPError, OSError) as exc:
+            raise ProcessorError(f"{self.name}: GET {path} failed: {type(exc).__name__}") from None
+        data = _json_answer(self.name, path, response.status, response.data, allow_404=False)
         try:
             return ServiceHealth(bool(data["failing"]), float(data["minResponseTime"]))
         except (KeyError, TypeError, ValueError):
             raise ProcessorError(f"{self.name}: unexpected service-health answer") from None
-
-    def _get_json(self, path: str, *, allow_404: bool) -> Any:
-        try:
-            response = self._pool.urlopen("GET", path, retries=False, timeout=self._read_timeout)
-        except (HTTPError, OSError) as exc:
-            raise ProcessorError(f"{self.name}: GET {path} failed: {type(exc).__name__}") from None
-        return _json_answer(self.name, path, response.status, response.data, allow_404)
 
     def close(self) -> None:
         """Close the pool's connections."""
@@ -161,7 +116,7 @@ class AsyncProcessorClient:
     """One processor's payment API for an event loop, on kept-alive connections.
 
     Hundreds of payments wait on the network at once in one thread, at the cost of a future
-    and a timer each (``runtime.http_client``). Not thread-safe: every call must come from the
+    and a timer each (``payments.http_client``). Not thread-safe: every call must come from the
     one loop that runs it.
     """
 
@@ -174,16 +129,14 @@ class AsyncProcessorClient:
         request_timeout_s: float,
         max_connections: int,
     ) -> None:
-        parsed = parse_url(url)
-        if parsed.scheme not in (None, "http") or not parsed.host:
-            raise ValueError(f"processor {name}: {url!r} is not an http:// URL")
+        host, port = http_origin(url)
         self.name = name
         self.url = url.rstrip("/")
         self._request_timeout_s = request_timeout_s
         self._lookup_timeout_s = connect_timeout_s * 2
         self._pool = ConnectionPool(
-            parsed.host,
-            parsed.port or 80,
+            host,
+            port,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
         )

@@ -27,8 +27,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from payments.config import RouterConfig
 from payments.shared_state import ProcessorView
-from runtime.config import RouterConfig
 
 _EWMA_WEIGHT = 0.2
 _LATENCY_MEMORY_S = 6.0  # longer than the 5.1 s between health reads: slow stays slow

@@ -34,8 +34,8 @@ from typing import Any
 
 from pymemcache.exceptions import MemcacheError
 
+from payments.config import BreakerConfig
 from payments.processors import ServiceHealth
-from runtime.config import BreakerConfig
 from runtime.deps import Clock
 
 _log = logging.getLogger("payments.shared_state")

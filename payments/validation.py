@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+
+from payments.payment import Payment
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _FIELDS = frozenset({"correlationId", "amount"})
@@ -21,14 +22,6 @@ class PaymentRejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Payment:
-    """A validated payment: the id lower-cased, the amount exact with 2 decimals."""
-
-    correlation_id: str
-    amount: Decimal
-
-
 def _no_constants(name: str) -> None:
     raise PaymentRejected("invalid_amount", f"{name} is not a number a payment can have")
 
@@ -37,8 +30,9 @@ _DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal, parse_consta
 """Built once: ``json.loads`` with hooks builds a decoder per call."""
 
 
-def parse_payment(body: bytes, max_amount: Decimal) -> Payment:
-    """Parse and check a ``POST /payments`` body (UTF-8 JSON), without floats anywhere.
+def parse_payment(body: bytes, max_amount: Decimal, accepted_at: float) -> Payment:
+    """Parse and check a ``POST /payments`` body (UTF-8 JSON), without floats anywhere;
+    ``accepted_at`` is now, in seconds since the epoch.
 
     Raises:
         PaymentRejected: the body is not JSON, not an object, misses or adds a field, or a
@@ -76,4 +70,4 @@ def parse_payment(body: bytes, max_amount: Decimal) -> Payment:
         raise PaymentRejected("invalid_amount", f"'amount' may be at most {max_amount}")
     if exponent < -_MAX_DECIMALS and amount != amount.quantize(Decimal("0.01")):
         raise PaymentRejected("invalid_amount", "'amount' may have at most 2 decimal places")
-    return Payment(correlation_id.lower(), amount.quantize(Decimal("0.01")))
+    return Payment(correlation_id.lower(), amount.quantize(Decimal("0.01")), accepted_at)

@@ -1,20 +1,23 @@
-"""Build the payment objects from the runtime's deps: one place, used by every function."""
+"""Build the payment objects from the bundle's config and the runtime's deps: one place."""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from payments.processors import AsyncProcessorClient, ProcessorClient
+from payments.config import PaymentsConfig
+from payments.processors import AsyncProcessorClient, HealthClient
 from payments.shared_state import SharedState
 from runtime.deps import Deps
 
-Client = TypeVar("Client", ProcessorClient, AsyncProcessorClient)
+Client = TypeVar("Client", HealthClient, AsyncProcessorClient)
 
 
-def processor_clients(deps: Deps, client: type[Client], max_connections: int) -> dict[str, Client]:
-    """One ``client`` per configured processor (no connection is opened yet): the blocking
-    ``ProcessorClient`` or the event loop's ``AsyncProcessorClient``."""
-    forwarder = deps.config.forwarder
+def processor_clients(
+    config: PaymentsConfig, client: type[Client], max_connections: int
+) -> dict[str, Client]:
+    """One ``client`` per configured processor (no connection is opened yet): the event
+    loop's ``AsyncProcessorClient`` or the poller's blocking ``HealthClient``."""
+    forwarder = config.forwarder
     return {
         name: client(
             name,
@@ -23,13 +26,12 @@ def processor_clients(deps: Deps, client: type[Client], max_connections: int) ->
             request_timeout_s=forwarder.request_timeout_s,
             max_connections=max_connections,
         )
-        for name, processor in deps.config.processors.items()
+        for name, processor in config.processors.items()
     }
 
 
-def shared_state(deps: Deps) -> SharedState:
-    """The processors' shared health and breakers."""
-    config = deps.config
+def shared_state(config: PaymentsConfig, deps: Deps) -> SharedState:
+    """The processors' shared health and breakers, in the runtime's Memcached."""
     return SharedState(
         deps.memcache,
         deps.clock,

@@ -14,23 +14,22 @@ import re
 
 import falcon
 
-from runtime.deps import Deps, FunctionContext
-from runtime.manifest import Manifest
+from runtime.bundle import Bundle
+from runtime.deps import Deps
 
 _log = logging.getLogger("runtime.app")
 _STATUS_LINE = re.compile(r"^\d{3} ")
 
 
-def create_app(manifest: Manifest, deps: Deps) -> falcon.App:
-    """A Falcon app serving every ``http`` function of ``manifest`` with ``deps``."""
-    app = falcon.App(middleware=[_BodyLimit(deps.config.server.max_body_bytes)])
+def create_app(bundle: Bundle, deps: Deps) -> falcon.App:
+    """A Falcon app serving every ``http`` function of ``bundle`` with ``deps``."""
+    app = falcon.App(middleware=[_BodyLimit(bundle.runtime.server.max_body_bytes)])
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.default_media_type = falcon.MEDIA_JSON
     app.set_error_serializer(_serialize_error)
     app.add_error_handler(Exception, _unexpected_error)
-    for spec in manifest.of_kind("http"):
-        context = FunctionContext(spec.name, deps, dict(spec.settings), spec.queue)
-        app.add_route(spec.route, spec.handler(context))
+    for spec in bundle.manifest.of_kind("http"):
+        app.add_route(spec.route, bundle.construct(spec, deps))
     return app
 
 

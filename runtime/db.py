@@ -21,8 +21,8 @@ class DatabaseUnavailable(Exception):
 class Database:
     """A single connection, opened on first use, thread-safe by a lock.
 
-    One connection a process is enough: HTTP functions run one at a time under bjoern, and the
-    forwarder batches its writes through one writer thread.
+    One connection a process is enough where requests run one at a time (bjoern) or where a
+    function funnels its writes through one thread of its own.
     """
 
     def __init__(self, config: PostgresConfig) -> None:
@@ -43,7 +43,7 @@ class Database:
             password=cfg.password or None,
             database=cfg.database,
             timeout=cfg.connect_timeout_s,
-            application_name="rinha-runtime",
+            application_name="runtime",
             **socket_kwargs,
         )
 

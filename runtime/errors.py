@@ -2,7 +2,7 @@
 
 
 class RuntimeStartError(Exception):
-    """Base of every error that stops the runtime from starting; exits non-zero."""
+    """Base of every error that stops the runtime from starting; exits with status 2."""
 
 
 class ConfigError(RuntimeStartError):
@@ -27,3 +27,19 @@ class ImportModuleError(ManifestError):
 
 class HandlerShapeError(ManifestError):
     """A handler exists but does not have the methods its kind requires."""
+
+
+class SettingsError(ManifestError):
+    """A function's settings do not fit its ``Settings`` dataclass (or it declares none)."""
+
+
+class QueueWiringError(ManifestError):
+    """A queue is not declared, or is put to with nobody consuming it (or the reverse)."""
+
+
+class FunctionInitError(RuntimeStartError):
+    """A function's constructor raised: it would fail in every process that serves it."""
+
+
+class InstanceInUse(RuntimeStartError):
+    """Another process already writes the queue journals of this instance name."""

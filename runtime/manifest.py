@@ -1,24 +1,42 @@
-"""Load and validate ``functions.yaml``, the bundle manifest, and resolve each handler.
+"""Load and validate ``functions.yaml``, the bundle manifest, and resolve what it names.
 
-An entry names one function::
+A manifest describes a bundle: its functions, the queues between them, and optionally the
+bundle's own config schema and metrics. References are ``file.py:Name``, the file relative to
+the manifest::
 
-    - name: intake
-      handler: functions/intake.py:Intake   # file relative to the manifest, then a class
-      kind: http                            # http | background | schedule
-      route: /payments                      # http: a Falcon route template
-      methods: [POST]                       # http: the methods it answers
-      queue: payments                       # background: the queue it consumes;
-                                            # http: the queue it may put on (optional)
-      concurrency: 256                      # background: items in flight per process
-      processes: 1                          # background: processes per instance
-      every_s: 1.0                          # schedule: seconds between runs
-      settings: {}                          # anything the function wants, handed to it
+    config:                                  # optional: the bundle's own config sections
+      schema: app/config.py:AppConfig        #   a dataclass tree (runtime/schema.py)
+      env:                                   #   other variables that set one of its keys
+        UPSTREAM_URL: upstream.url
+    metrics: app/metrics.py:AppMetrics       # optional: built once per process with the
+                                             #   runtime's metrics registry
+    queues:                                  # every queue a function puts to or consumes
+      jobs:
+        record: app/job.py:Job               #   optional: encode()/decode(); JSON otherwise
 
-Every mistake stops the runtime with the manifest's path, the entry and what is wrong.
+    functions:
+      - name: submit
+        handler: functions/submit.py:Submit  # a class taking one argument, its context
+        kind: http                           # http | background | schedule
+        route: /jobs                         # http: a Falcon route template
+        methods: [POST]                      # http: the methods it answers
+        queue: jobs                          # http: the queue it puts to (optional);
+                                             # background: the queue it consumes
+        concurrency: 256                     # background: items in flight per process
+        processes: 1                         # background: processes per instance
+        every_s: 1.0                         # schedule: seconds between runs
+        settings: {}                         # values for the handler's Settings dataclass
+
+A handler declares its settings as a nested dataclass named ``Settings`` (every field with a
+default); ``context.settings`` is then an instance of it, built from ``settings`` here and
+``functions.<name>`` in the config. Every mistake stops the runtime with the manifest's path,
+the entry or key, and what is wrong; each queue must have exactly one consuming function and
+at least one function that puts to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import re
@@ -30,16 +48,30 @@ from typing import Any
 
 import yaml
 
+from runtime.config import FUNCTIONS_SECTION, RUNTIME_SECTIONS
 from runtime.errors import (
+    ConfigError,
     HandlerNotFound,
     HandlerShapeError,
     ImportModuleError,
     ManifestError,
+    QueueWiringError,
+    SettingsError,
     UserCodeSyntaxError,
 )
+from runtime.schema import build, check_schema, has_path
 
 KINDS = ("http", "background", "schedule")
+ROLES = ("all", "http", "workers")
+"""What ``serve --role`` may run: every process, the HTTP server alone, or the background and
+scheduled functions alone (each in its own container, under its own CPU limit)."""
+KINDS_OF_ROLE = {
+    "all": ("http", "background", "schedule"),
+    "http": ("http",),
+    "workers": ("background", "schedule"),
+}
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_TOP_KEYS = {"functions", "config", "metrics", "queues"}
 _COMMON_KEYS = {"name", "handler", "kind", "settings"}
 _KIND_KEYS = {
     "http": {"route", "methods", "queue"},
@@ -47,19 +79,22 @@ _KIND_KEYS = {
     "schedule": {"every_s"},
 }
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+_ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _MAX_CONCURRENCY = 4096
 _MAX_PROCESSES = 16
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """One validated manifest entry with its handler class resolved."""
+    """One validated manifest entry with its handler class resolved and settings typed."""
 
     name: str
     kind: str
     handler_ref: str
     handler: type
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Any = None
+    """An instance of the handler's ``Settings``, from the manifest alone; ``None`` if the
+    handler declares none. The config's ``functions.<name>`` may override it."""
     route: str | None = None
     methods: tuple[str, ...] = ()
     queue: str | None = None
@@ -67,22 +102,52 @@ class FunctionSpec:
     processes: int = 1
     every_s: float = 0.0
 
+    @property
+    def settings_schema(self) -> type | None:
+        """The handler's ``Settings`` dataclass, if it declares one."""
+        return _settings_schema(self.handler)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue between functions and the type of its records (``None``: JSON values)."""
+
+    name: str
+    record: type | None = None
+    record_ref: str | None = None
+
 
 @dataclass(frozen=True)
 class Manifest:
-    """The bundle: every function, in manifest order."""
+    """The bundle: every function in manifest order, its queues, config schema and metrics."""
 
     path: Path
     functions: tuple[FunctionSpec, ...]
+    queues: dict[str, QueueSpec] = field(default_factory=dict)
+    config_schema: type | None = None
+    config_env: dict[str, str] = field(default_factory=dict)
+    """Environment variable -> the dotted key of the bundle's config it sets."""
+    metrics: type | None = None
 
     def of_kind(self, kind: str) -> list[FunctionSpec]:
         """The functions of one kind, in manifest order."""
         return [spec for spec in self.functions if spec.kind == kind]
 
+    def function(self, name: str) -> FunctionSpec:
+        """The function called ``name``.
+
+        Raises:
+            KeyError: there is none.
+        """
+        for spec in self.functions:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
     @property
-    def queues(self) -> set[str]:
-        """Every queue a function names."""
-        return {spec.queue for spec in self.functions if spec.queue}
+    def root(self) -> Path:
+        """The folder that handler references are relative to."""
+        return self.path.parent
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -94,14 +159,121 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or set(data) != {"functions"}:
-        raise ManifestError(f"{path}: expected a mapping with one key, 'functions'")
+    if not isinstance(data, dict) or "functions" not in data:
+        raise ManifestError(f"{path}: expected a mapping with a 'functions' list")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ManifestError(
+            f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_TOP_KEYS))}"
+        )
     entries = data["functions"]
     if not isinstance(entries, list) or not entries:
         raise ManifestError(f"{path}: 'functions' must be a non-empty list of entries")
+    config_schema, config_env = _config_section(path, data.get("config"))
+    metrics = _metrics_class(path, data.get("metrics"))
+    queues = _queues_section(path, data.get("queues"))
     specs = [_parse_entry(path, index, entry) for index, entry in enumerate(entries)]
     _check_unique(path, specs)
-    return Manifest(path=path, functions=tuple(specs))
+    _check_wiring(path, specs, queues)
+    return Manifest(
+        path=path,
+        functions=tuple(specs),
+        queues=queues,
+        config_schema=config_schema,
+        config_env=config_env,
+        metrics=metrics,
+    )
+
+
+# --- the bundle's sections ------------------------------------------------------------------
+
+
+def _config_section(path: Path, section: Any) -> tuple[type | None, dict[str, str]]:
+    if section is None:
+        return None, {}
+    where = f"{path}: config"
+    if not isinstance(section, dict) or "schema" not in section:
+        raise ManifestError(f"{where}: expected a mapping with 'schema' (and optionally 'env')")
+    unknown = sorted(set(section) - {"schema", "env"})
+    if unknown:
+        raise ManifestError(f"{where}: unknown key '{unknown[0]}'; allowed: env, schema")
+    schema = _resolve_ref(path, section["schema"], f"{where}.schema")
+    try:
+        check_schema(schema, f"{where}.schema")
+    except ConfigError as exc:
+        raise ManifestError(str(exc)) from None
+    clashes = sorted(
+        f.name
+        for f in dataclasses.fields(schema)
+        if f.name in RUNTIME_SECTIONS or f.name == FUNCTIONS_SECTION
+    )
+    if clashes:
+        raise ManifestError(
+            f"{where}.schema: {schema.__name__}.{clashes[0]} has the name of one of the "
+            f"runtime's own sections ({', '.join(sorted(RUNTIME_SECTIONS))}, functions); "
+            "rename it"
+        )
+    env = section.get("env", {})
+    if not isinstance(env, dict):
+        raise ManifestError(f"{where}.env: expected a mapping VARIABLE: dotted.key")
+    for name, key in env.items():
+        if not isinstance(name, str) or not _ENV_NAME_PATTERN.match(name):
+            raise ManifestError(f"{where}.env: {name!r} is not an environment variable name")
+        if not isinstance(key, str) or not has_path(schema, key):
+            raise ManifestError(
+                f"{where}.env: {name} names {key!r}, which is not a key of {schema.__name__}"
+            )
+    return schema, dict(env)
+
+
+def _metrics_class(path: Path, ref: Any) -> type | None:
+    if ref is None:
+        return None
+    where = f"{path}: metrics"
+    metrics = _resolve_ref(path, ref, where)
+    _check_one_argument(where, metrics, "the runtime's metrics registry")
+    return metrics
+
+
+def _queues_section(path: Path, section: Any) -> dict[str, QueueSpec]:
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ManifestError(f"{path}: 'queues' must be a mapping of queue name to its options")
+    queues = {}
+    for name, options in section.items():
+        where = f"{path}: queue '{name}'"
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            raise ManifestError(f"{path}: queue name {name!r} must be lower_snake_case text")
+        options = {} if options is None else options
+        if not isinstance(options, dict) or set(options) - {"record"}:
+            raise ManifestError(f"{where}: expected a mapping with at most 'record'")
+        ref = options.get("record")
+        record = None if ref is None else _resolve_ref(path, ref, f"{where}: record")
+        if record is not None:
+            _check_record_type(f"{where}: record", record)
+        queues[name] = QueueSpec(name, record, ref)
+    return queues
+
+
+def _check_record_type(where: str, record: type) -> None:
+    decode = inspect.getattr_static(record, "decode", None)
+    if not callable(getattr(record, "encode", None)) or not isinstance(
+        decode, classmethod | staticmethod
+    ):
+        raise HandlerShapeError(
+            f"{where}: '{record.__name__}' must define encode(self) -> bytes and a classmethod "
+            "decode(data: bytes), the one writer and the one reader of its records"
+        )
+
+
+def _resolve_ref(path: Path, ref: Any, where: str) -> type:
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise ManifestError(f"{where}: must look like 'folder/file.py:ClassName', found {ref!r}")
+    return resolve_handler(path.parent, ref, where)
+
+
+# --- functions --------------------------------------------------------------------------------
 
 
 def _parse_entry(path: Path, index: int, entry: Any) -> FunctionSpec:
@@ -122,6 +294,8 @@ def _parse_entry(path: Path, index: int, entry: Any) -> FunctionSpec:
             f"{where}: unknown key '{unknown[0]}' for kind {kind}; allowed: {allowed}"
         )
     settings = entry.get("settings", {})
+    if settings is None:
+        settings = {}
     if not isinstance(settings, dict):
         raise ManifestError(f"{where}: 'settings' must be a mapping")
     handler_ref = entry.get("handler")
@@ -138,9 +312,44 @@ def _parse_entry(path: Path, index: int, entry: Any) -> FunctionSpec:
         fields = _schedule_fields(where, entry)
     handler = resolve_handler(path.parent, handler_ref, where)
     _check_shape(where, kind, handler, fields.get("methods", ()))
+    typed = _typed_settings(where, handler, settings)
     return FunctionSpec(
-        name=name, kind=kind, handler_ref=handler_ref, handler=handler, settings=settings, **fields
+        name=name, kind=kind, handler_ref=handler_ref, handler=handler, settings=typed, **fields
     )
+
+
+def _settings_schema(handler: type) -> type | None:
+    schema = inspect.getattr_static(handler, "Settings", None)
+    return schema if isinstance(schema, type) else None
+
+
+def _typed_settings(where: str, handler: type, settings: dict[str, Any]) -> Any:
+    schema = _settings_schema(handler)
+    if schema is None:
+        if settings:
+            raise SettingsError(
+                f"{where}: 'settings' given, but '{handler.__name__}' declares no Settings "
+                "dataclass to hold them; add one or remove 'settings'"
+            )
+        return None
+    try:
+        check_schema(schema, f"{where}: {handler.__name__}.Settings")
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    required = [f.name for f in dataclasses.fields(schema) if _has_no_default(f)]
+    if required:
+        raise SettingsError(
+            f"{where}: {handler.__name__}.Settings.{required[0]} needs a default: settings "
+            "tune a function; what each deployment must give belongs in the bundle's config"
+        )
+    try:
+        return build(schema, settings, "settings")
+    except ConfigError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+
+
+def _has_no_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _http_fields(where: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +412,51 @@ def _check_unique(path: Path, specs: list[FunctionSpec]) -> None:
                     f"served by function '{routes[key]}'"
                 )
             routes[key] = spec.name
+
+
+def _check_wiring(path: Path, specs: list[FunctionSpec], queues: dict[str, QueueSpec]) -> None:
+    """Each queue named is declared, is put to by some function and consumed by exactly one.
+
+    A typo in a queue's name, or a consumer removed, would otherwise leave items accepted into
+    a queue that nobody reads, without a word.
+    """
+    declared = ", ".join(sorted(queues)) or "none"
+    producers: dict[str, list[str]] = {name: [] for name in queues}
+    consumers: dict[str, list[str]] = {name: [] for name in queues}
+    for spec in specs:
+        if spec.queue is None:
+            continue
+        if spec.queue not in queues:
+            raise QueueWiringError(
+                f"{path}: function '{spec.name}': queue '{spec.queue}' is not declared under "
+                f"'queues' (declared: {declared})"
+            )
+        (consumers if spec.kind == "background" else producers)[spec.queue].append(spec.name)
+    for name in queues:
+        put_by, taken_by = producers[name], consumers[name]
+        if put_by and not taken_by:
+            raise QueueWiringError(
+                f"{path}: queue '{name}' is put to by {_names(put_by)} but no background "
+                "function consumes it: its items would wait forever; declare a background "
+                f"function with 'queue: {name}'"
+            )
+        if taken_by and not put_by:
+            raise QueueWiringError(
+                f"{path}: queue '{name}' is consumed by {_names(taken_by)} but no function "
+                f"puts to it; give the producing http function 'queue: {name}'"
+            )
+        if not taken_by:
+            raise QueueWiringError(f"{path}: queue '{name}' is declared but no function uses it")
+        if len(taken_by) > 1:
+            raise QueueWiringError(
+                f"{path}: queue '{name}' is consumed by {_names(taken_by)}; a queue has one "
+                "consuming function (use 'processes' or 'concurrency' for more hands)"
+            )
+
+
+def _names(names: list[str]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return f"function{'s' if len(names) > 1 else ''} {', '.join(quoted)}"
 
 
 def _normalise_route(route: str) -> str:
@@ -269,12 +523,16 @@ def _check_shape(where: str, kind: str, handler: type, methods: tuple[str, ...])
             raise HandlerShapeError(
                 f"{where}: {kind} handler '{handler.__name__}' must define a method '{method}'"
             )
+    _check_one_argument(where, handler, "the function context")
+
+
+def _check_one_argument(where: str, cls: type, what: str) -> None:
     try:
-        params = list(inspect.signature(handler).parameters)
+        params = list(inspect.signature(cls).parameters)
     except (TypeError, ValueError):
         params = []
     if len(params) != 1:
         raise HandlerShapeError(
-            f"{where}: handler '{handler.__name__}' must take one constructor argument, the "
-            f"function context; it takes {len(params)}"
+            f"{where}: '{cls.__name__}' must take one constructor argument, {what}; it takes "
+            f"{len(params)}"
         )

@@ -1,29 +1,36 @@
 """Prometheus metrics in multiprocess mode, so every process of every instance adds up.
 
-``prometheus_client`` picks its value storage when it is first imported, from
-``PROMETHEUS_MULTIPROC_DIR``: ``enable_multiprocess`` must run before anything imports it.
-Files are named by instance and pid, because two containers can hand out the same pid.
+The runtime owns the plumbing; a bundle owns its metrics. A bundle names a class in
+``functions.yaml`` (``metrics:``) that takes a :class:`Registry` and makes its counters, gauges
+and histograms through it; each process builds it once (``context.deps.metrics``).
+
+``prometheus_client`` keeps one file per process in a folder shared by every instance, which
+``render`` adds up. ``enable_multiprocess`` points it there; it must run in a process before
+that process makes any metric. Files are named by instance and pid, because two containers
+can hand out the same pid. Without it (``runtime check``), metrics live in memory only.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 _log = logging.getLogger("runtime.metrics")
 ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 ENV_PROCESS_ID = "RUNTIME_METRICS_PREFIX"
+FLUSH_INTERVAL_S = 0.5
+_DEFAULT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 
 def enable_multiprocess(metrics_dir: Path, instance: str) -> None:
-    """Point ``prometheus_client`` at the shared folder; call at process start, before import."""
+    """Point ``prometheus_client`` at the shared folder; call at process start."""
     metrics_dir.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_MULTIPROC_DIR] = str(metrics_dir)
     os.environ[ENV_PROCESS_ID] = instance
@@ -56,78 +63,76 @@ def forget_instance(metrics_dir: Path, instance: str) -> None:
             path.unlink()
 
 
-class Metrics:
-    """The metrics every function may feed; created once per process, never registered globally."""
+def render(metrics_dir: Path) -> bytes:
+    """Every process's metrics added up, in Prometheus text format (this one's buffers first)."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+    flush_buffered()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
+    return generate_latest(registry)
 
-        self.payment_requests = Counter(
-            "payment_requests_total",
-            "Payments sent to a processor, by processor and outcome.",
-            ["processor", "status"],
-            registry=None,
-        )
-        self.payment_duration = Histogram(
-            "payment_duration_seconds",
-            "Time a processor took to answer a payment.",
-            ["processor"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-            registry=None,
-        )
-        self.active_connections = Gauge(
-            "active_connections",
-            "Requests to processors in flight.",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.health_check_failures = Counter(
-            "health_check_failures_total",
-            "Reads of a processor's service-health that failed.",
-            ["processor"],
-            registry=None,
-        )
-        self.queue_depth = Gauge(
-            "queue_backlog_bytes",
-            "Bytes queued for background functions and not read yet.",
-            ["queue"],
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.in_flight = Gauge(
-            "queue_in_flight",
-            "Items a background function has taken and not settled yet.",
-            ["queue"],
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self.accepted = Counter(
-            "payments_accepted_total", "Payments accepted by intake.", registry=None
-        )
-        self.rejected = Counter(
-            "payments_rejected_total",
-            "Requests refused by intake, by reason.",
-            ["reason"],
-            registry=None,
-        )
+
+class Registry:
+    """Makes metrics for one process; nothing is registered globally, so nothing collides.
+
+    Counters and histograms add up across processes; a gauge is summed over the live
+    processes (``livesum``) unless told otherwise.
+    """
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Any:
+        """A ``prometheus_client.Counter``; ``name`` should end in ``_total``."""
+        from prometheus_client import Counter
+
+        return Counter(name, documentation, list(labels), registry=None)
+
+    def gauge(
+        self, name: str, documentation: str, labels: Sequence[str] = (), mode: str = "livesum"
+    ) -> Any:
+        """A ``prometheus_client.Gauge``, combined across processes by ``mode``."""
+        from prometheus_client import Gauge
+
+        return Gauge(name, documentation, list(labels), multiprocess_mode=mode, registry=None)
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = _DEFAULT_BUCKETS_S,
+    ) -> Any:
+        """A ``prometheus_client.Histogram``."""
+        from prometheus_client import Histogram
+
+        return Histogram(name, documentation, list(labels), buckets=buckets, registry=None)
+
+    def buffered_counter(self, name: str, documentation: str) -> BufferedCounter:
+        """A counter cheap enough to bump once a request: see :class:`BufferedCounter`."""
+        return BufferedCounter(self.counter(name, documentation))
+
+    def every_flush(self, flush: Callable[[], None]) -> None:
+        """Have this process's flusher call ``flush`` every ``FLUSH_INTERVAL_S``, and before a
+        scrape: for figures a function gathers in memory and writes in bulk."""
+        with _FLUSH_LOCK:
+            _FLUSHES.append(flush)
 
 
 class BufferedCounter:
     """A counter bumped in this process and written to the shared files in bulk.
 
-    A multiprocess update takes a lock and writes an mmap: tens of microseconds, on the HTTP
-    server's one thread, for every payment. Here ``inc`` only adds to an integer, and the
-    process's flusher thread writes the difference every ``FLUSH_INTERVAL_S`` (a wake-up the
-    server does not notice). The count in the files lags by at most that interval;
-    ``flush_buffered`` (which ``GET /metrics`` calls for its own process) writes the rest at
-    once.
+    A multiprocess update takes a lock and writes an mmap: tens of microseconds, on an HTTP
+    server's one thread, for every request. Here ``inc`` only adds to an integer, and the
+    process's flusher writes the difference every ``FLUSH_INTERVAL_S`` (a wake-up the server
+    does not notice). The count in the files lags by at most that interval; a scrape in this
+    process writes the rest first.
     """
 
     def __init__(self, child: Any) -> None:
         self._child = child
         self._count = 0  # written by inc() alone
         self._written = 0  # written by flush() alone, under _FLUSH_LOCK
-        _buffer(self)
+        with _FLUSH_LOCK:
+            _FLUSHES.append(self.flush)
 
     def inc(self) -> None:
         """Count one."""
@@ -142,32 +147,24 @@ class BufferedCounter:
                 self._written = count
 
 
-class _Buffered(Protocol):
-    def flush(self) -> None: ...
-
-
-FLUSH_INTERVAL_S = 0.5
-_BUFFERED: list[_Buffered] = []
-_FLUSH_LOCK = threading.Lock()
+_FLUSHES: list[Callable[[], None]] = []
+_FLUSH_LOCK = threading.RLock()
 _flusher_pid: int | None = None
 
 
 def flush_buffered() -> None:
     """Write every buffered figure of this process."""
     with _FLUSH_LOCK:
-        buffered = list(_BUFFERED)
-    for figures in buffered:
-        figures.flush()
+        flushes = list(_FLUSHES)
+    for flush in flushes:
+        flush()
 
 
-def _buffer(figures: _Buffered) -> None:
-    """Have this process's flusher thread write ``figures`` every ``FLUSH_INTERVAL_S``.
-
-    One thread per process (a forked child starts its own) serves every buffer in it.
-    """
+def start_flusher() -> None:
+    """Start this process's flusher thread (once per process); the runtime calls it when a
+    process begins to serve, so that building a function starts no thread."""
     global _flusher_pid
     with _FLUSH_LOCK:
-        _BUFFERED.append(figures)
         if _flusher_pid == os.getpid():
             return
         _flusher_pid = os.getpid()
@@ -183,55 +180,17 @@ def _buffer(figures: _Buffered) -> None:
     threading.Thread(target=loop, name="metrics-flush", daemon=True).start()
 
 
-class AttemptRecorder:
-    """Buffers per-attempt figures in the process and applies them every ``FLUSH_INTERVAL_S``.
+class QueueGauges:
+    """The runtime's own figures: what each queue holds and what its consumer has in hand."""
 
-    Each multiprocess metric update takes one process-wide lock and writes an mmap; with
-    hundreds of worker threads, four of them per payment attempt cost more than the attempt's
-    own bookkeeping. Here a thread only appends to a deque (atomic under the GIL); one thread
-    applies the sums. Figures lag by at most the flush interval.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._done: collections.deque[tuple[str, str, float]] = collections.deque()
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        _buffer(self)
-
-    def started(self) -> None:
-        """An attempt is about to be sent."""
-        with self._lock:
-            self._in_flight += 1
-
-    def finished(self, processor: str, status: str, duration_s: float) -> None:
-        """An attempt ended with ``status`` after ``duration_s``."""
-        with self._lock:
-            self._in_flight -= 1
-        self._done.append((processor, status, duration_s))
-
-    def flush(self) -> None:
-        """Apply what was recorded since the last flush."""
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        metrics = self._metrics
-        while True:
-            try:
-                processor, status, duration_s = self._done.popleft()
-            except IndexError:
-                break
-            counts[(processor, status)] += 1
-            metrics.payment_duration.labels(processor).observe(duration_s)
-        for (processor, status), count in counts.items():
-            metrics.payment_requests.labels(processor, status).inc(count)
-        with self._lock:
-            in_flight = self._in_flight
-        metrics.active_connections.set(in_flight)
-
-
-def render(metrics_dir: Path) -> bytes:
-    """Every process's metrics added up, in Prometheus text format."""
-    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
-    return generate_latest(registry)
+    def __init__(self, registry: Registry) -> None:
+        self.backlog = registry.gauge(
+            "queue_backlog_bytes",
+            "Bytes queued for background functions and not read yet.",
+            ["queue"],
+        )
+        self.in_flight = registry.gauge(
+            "queue_in_flight",
+            "Items a background function has taken and not settled yet.",
+            ["queue"],
+        )

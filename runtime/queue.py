@@ -2,24 +2,29 @@
 
 Why a journal: bjoern serves one request at a time, so a put must cost microseconds and never
 wait on the network. One ``os.write`` of a whole record to a file opened ``O_APPEND`` costs a
-few microseconds (``stack/bench/queue_put.py`` measures it) and, once it returns, the record is
-in the kernel's page cache: a SIGKILL of any of our processes right after cannot lose it.
+few microseconds (``python -m bench.queue_put`` measures it) and, once it returns, the record
+is in the kernel's page cache: a SIGKILL of any of our processes right after cannot lose it.
 
 Layout, one folder per queue::
 
-    <dir>/<queue>/<producer>.<seq>.seg   records, one JSON object a line, appended by one
-                                         producer (one process) only
-    <dir>/<queue>/<producer>.offset      the consumer's committed position: "<seq> <offset>"
-    <dir>/<queue>/<producer>.lock        flock held by the one consumer of this producer
+    <dir>/<queue>/<producer>.<seq>.seg     records, one a line, appended by one producer
+    <dir>/<queue>/<producer>.producer      flock held by the one process that writes them
+    <dir>/<queue>/<producer>.offset        the consumer's committed position: "<seq> <offset>"
+    <dir>/<queue>/<producer>.lock          flock held by the one consumer of this producer
 
-Each producer writes its own segments, so writers never interleave. A consumer takes an
-exclusive ``flock`` on a producer's lock file before reading its segments, so each item goes to
-exactly one consumer, whatever number of instances and worker processes run. Each instance's
-consumer reads its own instance's journal; one that dies releases the lock with its file
-descriptors, and after ``takeover_s`` another instance's consumer takes over from the committed
-offset, handing the journal back once it has drained it. Items past the committed offset are
-delivered again after such a take-over: background functions must be idempotent (the
-forwarder is, through PostgreSQL's unique key).
+A producer is an instance name, and only one process tree may write as it: the flock on
+``<producer>.producer`` is taken when the instance starts (``hold_producer``), and a second
+process starting with the same name is refused. Two writers under one name would lose items:
+the consumer moves on to a newer segment, and deletes older ones, while the other writer still
+appends to its old one.
+
+A consumer takes an exclusive ``flock`` on a producer's lock file before reading its segments,
+so each item goes to exactly one consumer, whatever number of instances and worker processes
+run. Each instance's consumer reads its own instance's journal; one that dies releases the
+lock with its file descriptors, and after ``takeover_s`` another instance's consumer takes
+over from the committed offset, handing the journal back once it has drained it. Items past
+the committed offset are delivered again after such a take-over: background functions must
+be idempotent.
 
 A producer starts a new segment when the current one is full, whenever it starts, and after a
 write fails (a full disk), so a segment is never written again once a newer one exists; the
@@ -35,11 +40,13 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.errors import InstanceInUse
 
 _log = logging.getLogger("runtime.queue")
 _SEGMENT_RE = re.compile(r"^(?P<producer>[A-Za-z0-9_-]+)\.(?P<seq>\d{10})\.seg$")
@@ -48,6 +55,46 @@ _READ_CHUNK_BYTES = 256 * 1024
 
 class QueueFull(Exception):
     """The journal could not take the record (disk full, say); nothing was written."""
+
+
+_HELD: dict[Path, int] = {}
+"""Producer names this process tree holds: lock file -> descriptor. A forked child inherits
+both the descriptor (so the flock) and this table, and writes under the name it reserved."""
+_WRITING: set[tuple[int, Path]] = set()
+"""(pid, lock file) of the producers open in each process: one writer a name, in-process too."""
+
+
+def hold_producer(queue_dir: Path, producer: str) -> None:
+    """Reserve ``producer`` in ``queue_dir`` for this process and the children it forks.
+
+    Raises:
+        InstanceInUse: another process holds the name; it would write the same journal.
+    """
+    path = queue_dir / f"{producer}.producer"
+    if path in _HELD:
+        return
+    queue_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise InstanceInUse(
+            f"{queue_dir}: instance name '{producer}' is in use by {holder}, which writes "
+            f"this queue's journal as '{producer}'; give each instance its own name "
+            "(--instance or APP__INSTANCE)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    _HELD[path] = fd
+
+
+def release_producer(queue_dir: Path, producer: str) -> None:
+    """Give a name reserved by ``hold_producer`` back."""
+    fd = _HELD.pop(queue_dir / f"{producer}.producer", None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _segment_name(producer: str, seq: int) -> str:
@@ -77,9 +124,23 @@ class QueueProducer:
         self._fd = -1
         self._size = 0
         self._seq = 0
+        self._writing: tuple[int, Path] | None = None
 
     def open(self) -> None:
-        """Start a fresh segment after the producer's newest one."""
+        """Start a fresh segment after the producer's newest one.
+
+        Raises:
+            InstanceInUse: another process, or another producer here, writes as this name.
+        """
+        hold_producer(self._dir, self._producer)
+        writing = (os.getpid(), self._dir / f"{self._producer}.producer")
+        if writing in _WRITING:
+            raise InstanceInUse(
+                f"{self._dir}: this process already writes as '{self._producer}'; "
+                "use one producer per queue and name"
+            )
+        _WRITING.add(writing)
+        self._writing = writing
         self._dir.mkdir(parents=True, exist_ok=True)
         existing = _segments(self._dir).get(self._producer, [])
         self._roll(existing[-1] + 1 if existing else 1)
@@ -97,6 +158,8 @@ class QueueProducer:
         Raises:
             QueueFull: the write failed or was short; the journal is left as it was.
         """
+        if b"\n" in record:
+            raise ValueError("a queue record may not hold a newline: it ends the record")
         if self._fd < 0:
             self.open()
         line = record + b"\n"
@@ -132,10 +195,13 @@ class QueueProducer:
                 self._roll(self._seq + 1)
 
     def close(self) -> None:
-        """Close the current segment."""
+        """Close the current segment; the name stays reserved for the process."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._writing is not None:
+            _WRITING.discard(self._writing)
+            self._writing = None
 
 
 @dataclass(order=True, frozen=True)
@@ -187,7 +253,7 @@ class QueueConsumer:
 
         Its own instance's journal (``owner``) it takes whenever free. Another instance's it
         takes only once nobody has held it for ``takeover_s`` (that instance's consumer is
-        dead or stopped), and hands it back once drained, so each instance's forwarder does its
+        dead or stopped), and hands it back once drained, so each instance's consumer does its
         own instance's share of the work and no journal is left unread for long.
         """
         now = time.monotonic() if now is None else now
@@ -384,6 +450,3 @@ class QueueConsumer:
                 os.close(source.fd)
             os.close(source.lock_fd)
         self._sources.clear()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._sources))

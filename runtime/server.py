@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.heap import freeze_startup_objects
+from runtime.metrics import start_flusher
 
 
 def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
@@ -29,5 +30,6 @@ def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
     else:
         host, _, port = bind.rpartition(":")
         bjoern.listen(app, host, int(port))
+    start_flusher()
     freeze_startup_objects()
     bjoern.run()

@@ -22,11 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.config import Config
+from runtime.bundle import Bundle
+from runtime.config import RuntimeConfig
 from runtime.heap import freeze_before_fork
 from runtime.logs import setup_logging
-from runtime.manifest import Manifest
+from runtime.manifest import KINDS_OF_ROLE
 from runtime.metrics import forget_instance, forget_process
+from runtime.queue import hold_producer
+from runtime.stopping import Stopping
 
 _log = logging.getLogger("runtime.supervisor")
 _BACKOFF_INITIAL_S = 0.1
@@ -35,15 +38,6 @@ _STABLE_AFTER_S = 30.0
 _STOP_TIMEOUT_S = 15.0
 _REAP_INTERVAL_S = 0.05
 _PR_SET_PDEATHSIG = 1
-
-ROLES = ("all", "http", "workers")
-"""What ``serve --role`` may run: every process, the HTTP server alone, or the background and
-scheduled functions alone (each in its own container, under its own CPU limit)."""
-_KINDS_OF_ROLE = {
-    "all": ("http", "background", "schedule"),
-    "http": ("http",),
-    "workers": ("background", "schedule"),
-}
 
 
 def unit_name(instance: str, role: str) -> str:
@@ -60,7 +54,7 @@ class Child:
     """One supervised process: what it runs and how it has fared."""
 
     name: str
-    target: Callable[[threading.Event], None]
+    target: Callable[[Stopping], None]
     stop_signal: int = signal.SIGTERM
     pid: int = 0
     started_at: float = 0.0
@@ -68,40 +62,60 @@ class Child:
     restart_at: float = 0.0
 
 
-def children_for(config: Config, manifest: Manifest, role: str = "all") -> list[Child]:
+def children_for(bundle: Bundle, role: str = "all") -> list[Child]:
     """The processes of one instance in ``role``: the HTTP server, then each worker process."""
     from runtime.app import create_app
-    from runtime.deps import Deps
     from runtime.server import serve
     from runtime.workers import BackgroundRunner, run_schedule
 
-    def http(stop: threading.Event) -> None:
-        del stop  # bjoern stops on SIGINT by itself
-        deps = Deps(config)
-        serve(create_app(manifest, deps), config.bind, config.server.socket_mode)
+    config = bundle.runtime
+    manifest = bundle.manifest
 
-    kinds = _KINDS_OF_ROLE[role]
-    children = [Child("http", http, stop_signal=signal.SIGINT)] if "http" in kinds else []
+    def http(stop: Stopping) -> None:
+        del stop  # bjoern stops on SIGINT by itself
+        serve(create_app(bundle, bundle.deps()), config.bind, config.server.socket_mode)
+
+    kinds = KINDS_OF_ROLE[role]
+    children = []
+    if "http" in kinds and manifest.of_kind("http"):
+        children.append(Child("http", http, stop_signal=signal.SIGINT))
     for spec in manifest.of_kind("background") if "background" in kinds else []:
         for index in range(spec.processes):
 
-            def background(stop: threading.Event, spec=spec) -> None:
-                BackgroundRunner(spec, Deps(config), stop).run()
+            def background(stop: Stopping, spec=spec) -> None:
+                BackgroundRunner(bundle, spec, bundle.deps(), stop).run()
 
             children.append(Child(f"{spec.name}-{index}", background))
     for spec in manifest.of_kind("schedule") if "schedule" in kinds else []:
 
-        def schedule(stop: threading.Event, spec=spec) -> None:
-            run_schedule(spec, Deps(config), stop)
+        def schedule(stop: Stopping, spec=spec) -> None:
+            run_schedule(bundle, spec, bundle.deps(), stop)
 
         children.append(Child(spec.name, schedule))
     return children
 
 
+def hold_instance_name(bundle: Bundle, role: str) -> None:
+    """Reserve the instance's name on every queue its HTTP functions put to, for this process
+    and the children it forks: a second ``serve`` with the same name is refused here, before
+    it writes a byte (two writers under one name would lose items).
+
+    Raises:
+        InstanceInUse: another process runs under this instance name.
+    """
+    if "http" not in KINDS_OF_ROLE[role]:
+        return
+    queues = {spec.queue for spec in bundle.manifest.of_kind("http") if spec.queue}
+    for queue in sorted(queues):
+        hold_producer(Path(bundle.runtime.queue.dir) / queue, bundle.runtime.instance)
+
+
 class Supervisor:
     """Starts the children, restarts the ones that die, stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, config: Config, children: list[Child], unit: str | None = None) -> None:
+    def __init__(
+        self, config: RuntimeConfig, children: list[Child], unit: str | None = None
+    ) -> None:
         self._config = config
         self._children = children
         self._unit = unit or config.instance
@@ -126,7 +140,7 @@ class Supervisor:
         return 0
 
     @staticmethod
-    def ready_path(config: Config, unit: str) -> Path:
+    def ready_path(config: RuntimeConfig, unit: str) -> Path:
         """The file that exists while a supervisor runs its children: a readiness probe for
         a container without a socket (``--role workers``)."""
         return Path(config.state_dir) / f"{unit}.ready"
@@ -203,11 +217,11 @@ class Supervisor:
         _log.info("stopped")
 
 
-def _child_main(config: Config, child: Child) -> None:
+def _child_main(config: RuntimeConfig, child: Child) -> None:
     code = 0
     try:
         _die_with_parent()
-        stop = threading.Event()
+        stop = Stopping()
         if child.stop_signal == signal.SIGINT:
             # bjoern leaves its loop on SIGINT by itself; SIGTERM stays deadly.
             signal.signal(signal.SIGINT, signal.default_int_handler)

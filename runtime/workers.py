@@ -7,20 +7,21 @@ flight, in one of two ways, chosen by how it is written:
   that blocks (each thread waits on its own I/O);
 - a coroutine (``async def handle``) runs as one task per item on an asyncio event loop in the
   process's main thread: hundreds of items waiting on the network cost a future each, not a
-  thread each, and no two of them fight for the GIL (the forwarder is written this way).
+  thread each, and no two of them fight for the GIL.
 
 Either way the runner reads the queue only as fast as slots free up, which leaves the backlog
 in the durable journal rather than in memory.
 
-An item is acknowledged when ``handle`` returns, or, if the function took the acknowledgement
-over with ``message.defer()``, when it calls what ``defer`` returned (once its own effect is
-durable: the forwarder's is a database commit, and its thread moves on meanwhile). If
+Each item reaches ``handle`` as a ``Message`` whose ``body`` is the record, decoded by the
+queue's record type (``runtime.records``). An item is acknowledged when ``handle`` returns,
+or, if the function took the acknowledgement over with ``message.defer()``, when it calls what
+``defer`` returned (once its own effect is durable, a database commit say). If
 ``handle`` raises, the item is handed to it again after a backoff, so a bug or an outage never
-drops a payment; unacknowledged items are redelivered after a restart.
+drops an item; unacknowledged items are redelivered after a restart.
 
 A function may also define ``prepare(messages)``: the runner calls it with each batch it read,
-before dispatch, so per-item work that batches well (the forwarder's claims in PostgreSQL) costs
-one round trip per batch instead of one per item. It returns the messages to dispatch, and may
+before dispatch, so per-item work that batches well (a database write, say) costs one round
+trip per batch instead of one per item. It returns the messages to dispatch, and may
 attach a ``note`` to each for ``handle``; those it leaves out are acknowledged. If it raises,
 the batch is dispatched without notes, as if there were no ``prepare``. A coroutine function's
 ``prepare``, ``start`` and ``stop`` may be coroutines too.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import queue as queue_module
 import threading
@@ -38,10 +38,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.deps import Deps, FunctionContext
+from runtime.bundle import Bundle
+from runtime.deps import Deps
 from runtime.heap import freeze_startup_objects
 from runtime.manifest import FunctionSpec
+from runtime.metrics import start_flusher
 from runtime.queue import Item, QueueConsumer
+from runtime.records import decoder
 from runtime.stopping import Stopping
 
 _log = logging.getLogger("runtime.workers")
@@ -57,7 +60,7 @@ _IDLE_POLL_MAX_S = 0.02
 class Message:
     """One queue item on its way through a background function.
 
-    ``body`` is the item's JSON, parsed; ``note`` is what ``prepare`` attached, if anything;
+    ``body`` is the record, decoded; ``note`` is what ``prepare`` attached, if anything;
     ``failures`` counts the earlier calls of ``handle`` that raised.
     """
 
@@ -84,29 +87,47 @@ class Message:
 
 
 class BackgroundRunner:
-    """Feeds one background function from its queue with up to ``concurrency`` items in flight.
+    """Hands one background function the items of its queue, up to ``concurrency`` in flight.
 
     ``stop`` is the process's signal; the function gets its own ``Stopping`` (its context's
-    ``stopping``), set as soon as the runner sees ``stop``.
+    ``stopping``), set as soon as the runner sees ``stop``. With ``until_idle`` the runner
+    also stops once its queue holds nothing unread and nothing unsettled, and ``on_settled``
+    hears of each item acknowledged (``runtime.testing`` delivers records this way).
     """
 
-    def __init__(self, spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        spec: FunctionSpec,
+        deps: Deps,
+        stop: threading.Event,
+        *,
+        until_idle: bool = False,
+        on_settled: Callable[[Item], None] | None = None,
+    ) -> None:
         assert spec.queue is not None
         self._spec = spec
         self._deps = deps
         self._stop = stop
+        self._until_idle = until_idle
         self._stopping = Stopping()
         self._queue_name = spec.queue
-        self._handler = spec.handler(
-            FunctionContext(
-                spec.name, deps, dict(spec.settings), spec.queue, stopping=self._stopping
-            )
-        )
+        self._decode = decoder(deps.queue_spec(spec.queue))
+        self._handler = bundle.construct(spec, deps, self._stopping)
         prepare = getattr(self._handler, "prepare", None)
         self._prepare: Callable[[list[Message]], Any] | None = (
             prepare if callable(prepare) else None
         )
         self._consumer: QueueConsumer = deps.consumer(spec.queue)
+        self._settle: Callable[[Item], None] = self._consumer.done
+        if on_settled is not None:
+            done = self._consumer.done
+
+            def settle(item: Item) -> None:
+                done(item)
+                on_settled(item)
+
+            self._settle = settle
         self._is_async = inspect.iscoroutinefunction(self._handler.handle)
         # Threads only. SimpleQueue is C: a hand-off costs one wake-up, not a Condition's several.
         self._work: queue_module.SimpleQueue[Message | None] = queue_module.SimpleQueue()
@@ -122,6 +143,7 @@ class BackgroundRunner:
 
     def run(self) -> None:
         """Consume until ``stop`` is set, then let in-flight items finish (bounded) and commit."""
+        start_flusher()
         if self._is_async:
             asyncio.run(self._run_loop())
         else:
@@ -133,6 +155,13 @@ class BackgroundRunner:
         if self._stop.is_set():
             self._stopping.set()
         return self._stopping.is_set()
+
+    def _idle(self, got: int) -> bool:
+        """With ``until_idle``: whether everything read is settled and nothing waits unread."""
+        if not self._until_idle or got:
+            return False
+        self._consumer.claim()
+        return not self._consumer.in_flight() and not self._consumer.backlog_bytes()
 
     def _housekeeping(self) -> None:
         """Take over orphaned journals, save consumed positions, publish gauges, each on its
@@ -163,16 +192,21 @@ class BackgroundRunner:
 
     def _message(self, item: Item) -> Message | None:
         try:
-            body = json.loads(item.body)
-        except ValueError:
-            # Only corruption makes a record unreadable; retrying cannot mend it.
+            body = self._decode(item.body)
+        except Exception as exc:
+            # A record its own type cannot read will not read better later: retrying cannot
+            # mend it, and leaving it would hold the queue's committed position for good.
             _log.error(
                 "unreadable queue record acknowledged",
-                extra={"function": self._spec.name, "record": item.body[:200]},
+                extra={
+                    "function": self._spec.name,
+                    "record": item.body[:200],
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
             )
-            self._consumer.done(item)
+            self._settle(item)
             return None
-        return Message(item, body, self._consumer.done)
+        return Message(item, body, self._settle)
 
     def _kept(self, messages: list[Message], kept: list[Message]) -> list[Message]:
         """Acknowledge the messages ``prepare`` left out; the kept ones go on."""
@@ -207,9 +241,9 @@ class BackgroundRunner:
         return delay_s
 
     def _publish_gauges(self) -> None:
-        metrics = self._deps.metrics
-        metrics.queue_depth.labels(self._queue_name).set(self._consumer.backlog_bytes())
-        metrics.in_flight.labels(self._queue_name).set(self._consumer.in_flight())
+        gauges = self._deps.queue_gauges
+        gauges.backlog.labels(self._queue_name).set(self._consumer.backlog_bytes())
+        gauges.in_flight.labels(self._queue_name).set(self._consumer.in_flight())
 
     # --- threads --------------------------------------------------------------------------------
 
@@ -229,14 +263,16 @@ class BackgroundRunner:
         try:
             while not self._stop_seen():
                 self._housekeeping()
-                got = self._feed()
+                got = self._dispatch_batch()
+                if self._idle(got):
+                    break
                 idle_s = self._next_idle(got, idle_s)
                 if not got:
                     self._stop.wait(idle_s)
         finally:
             self._drain()
 
-    def _feed(self) -> int:
+    def _dispatch_batch(self) -> int:
         """Read as many items as there are free threads, prepare them and hand them over."""
         with self._busy_lock:
             free = self._free
@@ -323,13 +359,15 @@ class BackgroundRunner:
         try:
             while not self._stop_seen():
                 self._housekeeping()
-                got = await self._feed_tasks()
+                got = await self._dispatch_tasks()
+                if self._idle(got):
+                    break
                 idle_s = self._next_idle(got, idle_s)
                 await self._stopping.sleep(idle_s)
         finally:
             await self._drain_tasks()
 
-    async def _feed_tasks(self) -> int:
+    async def _dispatch_tasks(self) -> int:
         """Read as many items as there are free slots, prepare them, start a task for each."""
         messages = self._read(self._spec.concurrency - len(self._tasks))
         if not messages:
@@ -385,9 +423,10 @@ async def _maybe_await(method: Any, *args: Any) -> Any:
     return result
 
 
-def run_schedule(spec: FunctionSpec, deps: Deps, stop: threading.Event) -> None:
+def run_schedule(bundle: Bundle, spec: FunctionSpec, deps: Deps, stop: Stopping) -> None:
     """Call the function's ``run`` every ``every_s`` seconds until ``stop`` is set."""
-    handler = spec.handler(FunctionContext(spec.name, deps, dict(spec.settings), stopping=stop))
+    handler = bundle.construct(spec, deps, stop)
+    start_flusher()
     _every(spec.every_s, stop, handler.run, spec.name)
 
 

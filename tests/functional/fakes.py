@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-
-from runtime.config import Config, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,10 +23,3 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.wall += seconds
         self.mono += seconds
-
-
-def with_changes(config: Config, **sections: object) -> Config:
-    """``config`` with whole sections replaced, validated again."""
-    changed = dataclasses.replace(config, **sections)
-    validate_config(changed)
-    return changed

@@ -9,9 +9,10 @@ import falcon
 import falcon.testing
 import pytest
 
-from runtime.app import create_app, error_code
-from runtime.config import Config
-from runtime.deps import Deps, FunctionContext
+from runtime import testing
+from runtime.app import error_code
+from runtime.config import RuntimeConfig
+from runtime.deps import FunctionContext
 from runtime.manifest import FunctionSpec, Manifest
 
 SECRET = "password=hunter2 at db.internal:5432"
@@ -62,7 +63,7 @@ def http(name: str, handler: type, route: str, *methods: str) -> FunctionSpec:
 
 
 @pytest.fixture
-def client(config: Config) -> falcon.testing.TestClient:
+def client(config_data: dict[str, object]) -> falcon.testing.TestClient:
     Echo.calls = 0
     manifest = Manifest(
         path=Path("test-manifest.yaml"),
@@ -72,7 +73,8 @@ def client(config: Config) -> falcon.testing.TestClient:
             http("refuses", Refuses, "/refuses", "GET"),
         ),
     )
-    return falcon.testing.TestClient(create_app(manifest, Deps(config)))
+    bundle = testing.bundle_from(manifest, config=config_data)
+    return falcon.testing.TestClient(testing.create_app(bundle))
 
 
 def test_unknown_route_answers_404_in_json(client: falcon.testing.TestClient) -> None:
@@ -97,7 +99,7 @@ def test_wrong_method_answers_405_in_json_with_an_allow_header(
 
 
 def test_a_body_over_max_body_bytes_answers_413_before_the_function_runs(
-    client: falcon.testing.TestClient, config: Config
+    client: falcon.testing.TestClient, config: RuntimeConfig
 ) -> None:
     limit = config.server.max_body_bytes
 
@@ -112,7 +114,7 @@ def test_a_body_over_max_body_bytes_answers_413_before_the_function_runs(
 
 
 def test_a_body_of_exactly_max_body_bytes_is_let_through(
-    client: falcon.testing.TestClient, config: Config
+    client: falcon.testing.TestClient, config: RuntimeConfig
 ) -> None:
     limit = config.server.max_body_bytes
 

@@ -1,8 +1,9 @@
 """A background function fed by runtime.workers.BackgroundRunner from a real queue in tmp_path.
 
 The handler is defined here and hands each item to a spec'd fake, the way Chalice's test client
-delivers a queue message to a handler in-process. Every test runs twice: with a plain handler
-(called from threads) and with a coroutine handler (tasks on an event loop).
+delivers a queue message to a handler in-process; each test wires its fakes into a subclass
+(``extras``). Every test runs twice: with a plain handler (called from threads) and with a
+coroutine handler (tasks on an event loop).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from unittest.mock import create_autospec
 
 import pytest
 
 import runtime.workers
-from runtime.config import Config
+from runtime import testing
+from runtime.config import RuntimeConfig
 from runtime.deps import Deps, FunctionContext
-from runtime.manifest import FunctionSpec
+from runtime.manifest import FunctionSpec, Manifest, QueueSpec
 from runtime.queue import QueueConsumer
 from runtime.workers import BackgroundRunner, Message
 from tests.support.procs import wait_until
@@ -41,11 +44,13 @@ class Ledger:
 
 
 class Recorder:
-    """A background function: hands each item to the ledger in its settings."""
+    """A background function: hands each item to the ledger in its extras."""
+
+    extras: dict[str, Any] = {}
 
     def __init__(self, context: FunctionContext) -> None:
-        self._ledger: Ledger = context.settings["ledger"]
-        context.settings.get("contexts", []).append(context)
+        self._ledger: Ledger = self.extras["ledger"]
+        self.extras.get("contexts", []).append(context)
 
     def handle(self, message: Message) -> None:
         self._ledger.record(message.body)
@@ -56,8 +61,8 @@ class BatchRecorder(Recorder):
 
     def __init__(self, context: FunctionContext) -> None:
         super().__init__(context)
-        self._batches: list[list[str]] = context.settings["batches"]
-        self._fail_prepare: threading.Event = context.settings["fail_prepare"]
+        self._batches: list[list[str]] = self.extras["batches"]
+        self._fail_prepare: threading.Event = self.extras["fail_prepare"]
 
     def prepare(self, messages: list[Message]) -> list[Message]:
         if self._fail_prepare.is_set():
@@ -76,7 +81,7 @@ class DeferringRecorder(Recorder):
 
     def __init__(self, context: FunctionContext) -> None:
         super().__init__(context)
-        self._acks: queue.SimpleQueue[tuple[str, Callable[[], None]]] = context.settings["acks"]
+        self._acks: queue.SimpleQueue[tuple[str, Callable[[], None]]] = self.extras["acks"]
 
     def handle(self, message: Message) -> None:
         self._ledger.record(message.body)
@@ -125,23 +130,23 @@ def style(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
 
 def spec(
-    ledger: Ledger, concurrency: int = 4, handler: type = Recorder, **settings: Any
+    ledger: Ledger, concurrency: int = 4, handler: type = Recorder, **extras: Any
 ) -> FunctionSpec:
     if _STYLE == "asyncio":
         handler = _ASYNC_TWIN[handler]
+    wired = type(handler.__name__, (handler,), {"extras": {"ledger": ledger, **extras}})
     return FunctionSpec(
         name="recorder",
         kind="background",
         handler_ref=f"tests/functional/test_background_runner.py:{handler.__name__}",
-        handler=handler,
-        settings={"ledger": ledger, **settings},
+        handler=wired,
         queue="jobs",
         concurrency=concurrency,
     )
 
 
 @pytest.fixture
-def deps(config: Config, multiprocess_metrics: object) -> Iterator[Deps]:
+def deps(config: RuntimeConfig, multiprocess_metrics: object) -> Iterator[Deps]:
     deps = Deps(config)
     yield deps
     deps.close()
@@ -154,7 +159,7 @@ def ledger() -> Any:
 
 def put(deps: Deps, *names: str) -> None:
     for name in names:
-        deps.producer("jobs").put(json.dumps({"id": name}).encode())
+        deps.producer("jobs").put({"id": name})
 
 
 def handled(ledger: Any) -> list[str]:
@@ -176,7 +181,9 @@ def unacknowledged(deps: Deps) -> list[str]:
 def running(function: FunctionSpec, deps: Deps) -> Iterator[threading.Event]:
     """Run the function until the block ends, then stop it and wait for the runner to return."""
     stop = threading.Event()
-    runner = BackgroundRunner(function, deps, stop)
+    manifest = Manifest(Path("test.yaml"), (function,), queues={"jobs": QueueSpec("jobs")})
+    bundle = testing.bundle_from(manifest)
+    runner = BackgroundRunner(bundle, function, deps, stop)
     thread = threading.Thread(target=runner.run, name="runner", daemon=True)
     thread.start()
     try:

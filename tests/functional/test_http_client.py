@@ -1,4 +1,4 @@
-"""runtime.http_client against a scripted HTTP server on a loopback port.
+"""payments.http_client against a scripted HTTP server on a loopback port.
 
 The server reads each request whole and answers with the bytes the test scripted for it, cut
 into pieces with pauses between them where the test says so, so every framing (length,
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runtime.http_client import ConnectionPool, NoResponse, RequestNotSent
+from payments.http_client import ConnectionPool, NoResponse, RequestNotSent
 
 _TIMEOUT_S = 5.0
 

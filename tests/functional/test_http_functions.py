@@ -1,13 +1,13 @@
 """The bundle's HTTP functions in-process: the real manifest, app, config and queue.
 
-PostgreSQL and Memcached are spec'd fakes handed in through a ``Deps`` subclass; everything
-else (the journal in tmp_path, the metrics files, Falcon) is real.
+The app is built by ``runtime.testing`` exactly as ``serve`` builds it; PostgreSQL and
+Memcached are spec'd fakes handed to it, and everything else (the journal in tmp_path, the
+metrics files, Falcon) is real.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -25,39 +25,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymemcache.client.base import PooledClient
 
 import runtime.queue
-from runtime.app import create_app
-from runtime.config import Config, PurgeConfig
+from payments.payment import Payment
+from runtime import testing
 from runtime.db import Database, DatabaseUnavailable
-from runtime.deps import Clock, Deps
-from runtime.manifest import Manifest, load_manifest
-from runtime.metrics import flush_buffered, render
+from runtime.deps import Deps
+from runtime.metrics import render
 from runtime.queue import QueueConsumer
-from tests.functional.fakes import ROOT, FakeClock, with_changes
+from tests.functional.fakes import ROOT, FakeClock
 
 UUID = "4A7901B8-7D26-4D9D-AA19-4DC1C7CF60B3"
-
-
-class FakeStoreDeps(Deps):
-    """The real deps, except PostgreSQL and Memcached, which are the fakes given."""
-
-    def __init__(self, config: Config, clock: Clock, database: Any, memcache: Any) -> None:
-        super().__init__(config, clock)
-        self._fake_database = database
-        self._fake_memcache = memcache
-
-    @property
-    def database(self) -> Any:  # type: ignore[override]
-        return self._fake_database
-
-    @property
-    def memcache(self) -> Any:  # type: ignore[override]
-        return self._fake_memcache
 
 
 @dataclass
 class World:
     client: falcon.testing.TestClient
-    deps: FakeStoreDeps
+    deps: Deps
     database: Any
     memcache: Any
     metrics_dir: Path
@@ -73,8 +55,7 @@ class World:
 
     def metric(self, sample: str, **labels: str) -> float | None:
         """A sample's value as /metrics would add it up, or None when it is absent."""
-        flush_buffered()  # as GET /metrics does for its own process
-        text = render(self.metrics_dir).decode()
+        text = render(self.metrics_dir).decode()  # writes this process's buffers first
         for family in text_string_to_metric_families(text):
             for found in family.samples:
                 if found.name == sample and found.labels == labels:
@@ -82,20 +63,16 @@ class World:
         return None
 
 
-@pytest.fixture(scope="module")
-def manifest() -> Manifest:
-    return load_manifest(ROOT / "functions.yaml")
-
-
 @pytest.fixture
 def make_world(
-    config: Config, clock: FakeClock, manifest: Manifest, multiprocess_metrics: Path
+    config_data: dict[str, Any], clock: FakeClock, multiprocess_metrics: Path
 ) -> Callable[..., World]:
     def make(**sections: object) -> World:
         database = create_autospec(Database, instance=True)
         memcache = create_autospec(PooledClient, instance=True)
-        deps = FakeStoreDeps(with_changes(config, **sections), clock, database, memcache)
-        app = create_app(manifest, deps)
+        bundle = testing.bundle(ROOT / "functions.yaml", config={**config_data, **sections})
+        deps = testing.deps(bundle, clock=clock, database=database, memcache=memcache)
+        app = testing.create_app(bundle, deps)
         return World(falcon.testing.TestClient(app), deps, database, memcache, multiprocess_metrics)
 
     return make
@@ -129,11 +106,7 @@ def test_intake_accepts_a_payment_with_202_and_queues_exactly_one_canonical_reco
     assert record == (
         b'{"id":"4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3","amount":"19.90","t":1752150896.000000}'
     )
-    assert json.loads(record) == {
-        "id": UUID.lower(),
-        "amount": "19.90",
-        "t": clock.now(),
-    }
+    assert Payment.decode(record) == Payment(UUID.lower(), Decimal("19.90"), clock.now())
     assert world.metric("payments_accepted_total") == 1.0
 
 
@@ -142,7 +115,7 @@ def test_intake_queues_each_accepted_payment_in_order(world: World) -> None:
     for correlation_id in ids:
         assert post_payment(world, payment("1", correlation_id)).status_code == 202
 
-    assert [json.loads(record)["id"] for record in world.queued()] == ids
+    assert [Payment.decode(record).correlation_id for record in world.queued()] == ids
 
 
 def test_intake_accepts_json_with_a_charset(world: World) -> None:
@@ -386,7 +359,7 @@ def test_purge_enabled_deletes_every_payment_in_one_statement(world: World) -> N
 
 
 def test_purge_disabled_answers_404_and_deletes_nothing(make_world: Callable[..., World]) -> None:
-    world = make_world(purge=PurgeConfig(enabled=False))
+    world = make_world(purge={"enabled": False})
 
     result = world.client.simulate_post("/purge-payments")
 
@@ -399,7 +372,7 @@ def test_purge_disabled_answers_404_and_deletes_nothing(make_world: Callable[...
 def test_purge_with_a_token_configured_refuses_a_missing_or_wrong_token_with_401(
     make_world: Callable[..., World], headers: dict[str, str]
 ) -> None:
-    world = make_world(purge=PurgeConfig(token="s3cret"))
+    world = make_world(purge={"token": "s3cret"})
 
     result = world.client.simulate_post("/purge-payments", headers=headers)
 
@@ -412,7 +385,7 @@ def test_purge_with_a_token_configured_refuses_a_missing_or_wrong_token_with_401
 
 
 def test_purge_with_the_right_token_purges(make_world: Callable[..., World]) -> None:
-    world = make_world(purge=PurgeConfig(token="s3cret"))
+    world = make_world(purge={"token": "s3cret"})
 
     result = world.client.simulate_post("/purge-payments", headers={"X-Purge-Token": "s3cret"})
 
@@ -510,9 +483,11 @@ def test_metrics_adds_up_every_process_sharing_the_folder(world: World) -> None:
     # Another instance's process counts one payment into the same folder.
     other = (
         "import sys; from pathlib import Path\n"
-        "from runtime.metrics import Metrics, enable_multiprocess\n"
+        "from payments.metrics import PaymentMetrics\n"
+        "from runtime.metrics import Registry, enable_multiprocess, flush_buffered\n"
         "enable_multiprocess(Path(sys.argv[1]), 'other')\n"
-        "Metrics().accepted.inc()\n"
+        "PaymentMetrics(Registry()).accepted.inc()\n"
+        "flush_buffered()\n"
     )
     subprocess.run(
         [sys.executable, "-c", other, str(world.metrics_dir)],

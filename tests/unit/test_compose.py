@@ -139,13 +139,18 @@ def _interpolated(environment: dict[str, str]) -> dict[str, str]:
 def test_app_containers_environment_is_a_valid_runtime_config(
     spec: dict[str, Any], instance: str
 ) -> None:
-    from runtime.config import load_config
+    from runtime.bundle import load_bundle
 
     environment = _interpolated(spec["services"][instance]["environment"])
-    config = load_config(ROOT / "config" / "app.yaml", environ=environment, instance=instance)
-    assert config.bind == f"unix:/run/app/{instance}.sock"
-    assert config.postgres.host == "postgres"
-    assert config.processors["default"].url == "http://payment-processor-default:8080"
+    bundle = load_bundle(
+        ROOT / "config" / "app.yaml",
+        environ=environment,
+        instance=instance,
+        manifest_path=ROOT / "functions.yaml",
+    )
+    assert bundle.runtime.bind == f"unix:/run/app/{instance}.sock"
+    assert bundle.runtime.postgres.host == "postgres"
+    assert bundle.config.processors["default"].url == "http://payment-processor-default:8080"
 
 
 def test_the_image_carries_every_package_the_bundle_imports() -> None:

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from payments.delivery import Claimed, Delivery, Payment, Stopping
+from payments.config import ForwarderConfig, RouterConfig
+from payments.delivery import Claimed, Delivery, Stopping
 from payments.isotime import epoch_us, parse
+from payments.payment import Payment
 from payments.processors import AttemptResult, Outcome, ProcessorError, StoredPayment
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
 from payments.store import Claim, ClaimState
-from runtime.config import ForwarderConfig, RouterConfig
 
 FEES = {"default": 0.05, "fallback": 0.15}
 AMOUNT = Decimal("19.90")

@@ -8,34 +8,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payments.isotime import BadTimestamp, format_epoch_ms, format_ms, from_epoch_ms, parse
+from payments.isotime import BadTimestamp, epoch_us, format_epoch_ms, parse
 
 # 2001-09-09 to 2100-01-01 in epoch milliseconds, 2**30 s (2004) and 2**31 s (2038) included:
-# just past those, ms / 1000 * 1000 lands below ms, which format_ms alone would truncate.
+# just past those, ms / 1000 * 1000 lands below ms, which float seconds would truncate.
 payment_ms = st.integers(min_value=1_000_000_000_000, max_value=4_102_444_800_000)
-# 2005 to 2037, where float seconds carry whole milliseconds through format_ms intact.
-current_ms = st.integers(min_value=1_104_537_600_000, max_value=2_145_830_400_000)
 
 
-def test_format_ms_writes_utc_with_milliseconds_and_a_z() -> None:
-    assert format_ms(1752150896.789) == "2025-07-10T12:34:56.789Z"
+def test_format_epoch_ms_writes_utc_with_milliseconds_and_a_z() -> None:
+    assert format_epoch_ms(1752150896789) == "2025-07-10T12:34:56.789Z"
 
 
-def test_format_ms_pads_milliseconds_to_three_digits() -> None:
-    assert format_ms(0) == "1970-01-01T00:00:00.000Z"
-    assert format_ms(1752150896.007) == "2025-07-10T12:34:56.007Z"
+def test_format_epoch_ms_pads_milliseconds_to_three_digits() -> None:
+    assert format_epoch_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert format_epoch_ms(1752150896007) == "2025-07-10T12:34:56.007Z"
 
 
-def test_format_ms_drops_sub_millisecond_digits_rather_than_rounding_up() -> None:
-    # A timestamp never moves into the next millisecond (or second) by formatting.
-    assert format_ms(1752150896.9996) == "2025-07-10T12:34:56.999Z"
+def test_epoch_us_counts_whole_microseconds_without_float_rounding() -> None:
+    moment = datetime(2025, 7, 10, 12, 34, 56, 789001, tzinfo=UTC)
 
-
-def test_from_epoch_ms_is_an_aware_utc_datetime_without_float_rounding() -> None:
-    moment = from_epoch_ms(1752150896789)
-
-    assert moment == datetime(2025, 7, 10, 12, 34, 56, 789000, tzinfo=UTC)
-    assert moment.utcoffset() == timedelta(0)
+    assert epoch_us(moment) == 1752150896789001
+    assert epoch_us(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=1)) == 1
 
 
 @pytest.mark.parametrize(
@@ -84,21 +77,14 @@ def test_bad_timestamp_is_a_value_error() -> None:
 @settings(database=None)
 @given(ms=payment_ms)
 def test_what_is_sent_and_what_is_stored_name_the_same_millisecond(ms: int) -> None:
-    # The forwarder sends format_epoch_ms(ms) and stores from_epoch_ms(ms): they must agree,
-    # or the summary and the processor's own summary would disagree at a window's edge.
-    assert parse(format_epoch_ms(ms)) == from_epoch_ms(ms)
+    # The forwarder sends format_epoch_ms(ms) and stores ms * 1000 microseconds, or, after a
+    # lookup, epoch_us of what the processor holds: all must agree, or the summary and the
+    # processor's own summary would disagree at a window's edge.
+    assert epoch_us(parse(format_epoch_ms(ms))) == ms * 1000
 
 
 def test_format_epoch_ms_keeps_the_millisecond_where_float_seconds_lose_it() -> None:
     ms = 2_153_695_546_444  # 2038: ms / 1000 * 1000 is a hair below ms
 
     assert format_epoch_ms(ms) == "2038-04-01T00:45:46.444Z"
-    assert format_ms(ms / 1000) == "2038-04-01T00:45:46.443Z"  # why the forwarder avoids it
-
-
-@settings(database=None)
-@given(ms=current_ms)
-def test_format_then_parse_round_trips_to_the_millisecond(ms: int) -> None:
-    moment = from_epoch_ms(ms)
-
-    assert parse(format_ms(moment.timestamp())) == moment
+    assert int(ms / 1000 * 1000) == ms - 1  # why the forwarder keeps whole milliseconds

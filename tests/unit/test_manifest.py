@@ -11,6 +11,8 @@ from runtime.errors import (
     HandlerShapeError,
     ImportModuleError,
     ManifestError,
+    QueueWiringError,
+    SettingsError,
     UserCodeSyntaxError,
 )
 from runtime.manifest import load_manifest
@@ -54,7 +56,7 @@ BROKEN = [
     (
         "wrong_shape/two_arg_constructor.yaml",
         HandlerShapeError,
-        "function 'greedy': handler 'TwoArguments' must take one constructor argument, "
+        "function 'greedy': 'TwoArguments' must take one constructor argument, "
         "the function context; it takes 2",
     ),
     (
@@ -92,6 +94,69 @@ BROKEN = [
         "not_a_list/functions.yaml",
         ManifestError,
         "'functions' must be a non-empty list of entries",
+    ),
+    (
+        "queue_typo/functions.yaml",
+        QueueWiringError,
+        "function 'intake': queue 'jobz' is not declared under 'queues' (declared: jobs)",
+    ),
+    (
+        "no_consumer/functions.yaml",
+        QueueWiringError,
+        "queue 'jobs' is put to by function 'intake' but no background function consumes it: "
+        "its items would wait forever; declare a background function with 'queue: jobs'",
+    ),
+    (
+        "no_producer/functions.yaml",
+        QueueWiringError,
+        "queue 'jobs' is consumed by function 'worker' but no function puts to it; give the "
+        "producing http function 'queue: jobs'",
+    ),
+    (
+        "two_consumers/functions.yaml",
+        QueueWiringError,
+        "queue 'jobs' is consumed by functions 'worker', 'auditor'; a queue has one consuming "
+        "function (use 'processes' or 'concurrency' for more hands)",
+    ),
+    (
+        "bad_setting_type/functions.yaml",
+        SettingsError,
+        "function 'health': settings.cache_s: expected a number, found str 'soon'",
+    ),
+    (
+        "unknown_setting/functions.yaml",
+        SettingsError,
+        "function 'health': settings.cache_secs: unknown key; expected one of cache_s",
+    ),
+    (
+        "settings_without_schema/functions.yaml",
+        SettingsError,
+        "function 'hello': 'settings' given, but 'Hello' declares no Settings dataclass to "
+        "hold them; add one or remove 'settings'",
+    ),
+    (
+        "setting_without_default/functions.yaml",
+        SettingsError,
+        "function 'hello': Hello.Settings.greeting needs a default: settings tune a function; "
+        "what each deployment must give belongs in the bundle's config",
+    ),
+    (
+        "bad_record/functions.yaml",
+        HandlerShapeError,
+        "queue 'jobs': record: 'Job' must define encode(self) -> bytes and a classmethod "
+        "decode(data: bytes), the one writer and the one reader of its records",
+    ),
+    (
+        "config_env_typo/functions.yaml",
+        ManifestError,
+        "config.env: UPSTREAM_URL names 'upstream.urll', which is not a key of ShopConfig",
+    ),
+    (
+        "config_clash/functions.yaml",
+        ManifestError,
+        "config.schema: ShopConfig.server has the name of one of the runtime's own sections "
+        "(instance, logging, manifest, memcached, metrics_dir, migrations, postgres, queue, "
+        "server, state_dir, functions); rename it",
     ),
 ]
 
@@ -138,8 +203,11 @@ def test_a_missing_manifest_says_it_cannot_be_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[]\n", "expected a mapping with one key, 'functions'"),
-        ("functions: []\nextra: 1\n", "expected a mapping with one key, 'functions'"),
+        ("[]\n", "expected a mapping with a 'functions' list"),
+        (
+            "functions: []\nextra: 1\n",
+            "unknown key 'extra'; allowed: config, functions, metrics, queues",
+        ),
         ("functions: []\n", "'functions' must be a non-empty list of entries"),
         ("functions: [hello]\n", "functions[0]: expected a mapping, found str"),
         (
@@ -205,7 +273,8 @@ def test_valid_bundle_loads_every_kind_with_its_fields() -> None:
     assert [spec.name for spec in manifest.functions] == ["hello", "worker", "tick"]
     hello, worker, tick = manifest.functions
     assert (hello.kind, hello.route, hello.methods) == ("http", "/hello", ("GET", "POST"))
-    assert hello.settings == {"greeting": "hi"}
+    assert hello.settings == hello.handler.Settings(greeting="hi")
+    assert worker.settings is None  # it declares no Settings
     assert hello.handler.__name__ == "Hello"
     assert (worker.kind, worker.queue, worker.concurrency, worker.processes) == (
         "background",
@@ -215,7 +284,8 @@ def test_valid_bundle_loads_every_kind_with_its_fields() -> None:
     )
     assert (tick.kind, tick.every_s) == ("schedule", 2.0)
     assert manifest.of_kind("http") == [hello]
-    assert manifest.queues == {"jobs"}
+    assert set(manifest.queues) == {"jobs"}
+    assert manifest.queues["jobs"].record is None  # JSON values
 
 
 def test_the_projects_own_manifest_loads() -> None:
@@ -226,3 +296,6 @@ def test_the_projects_own_manifest_loads() -> None:
     assert names["intake"].route == "/payments"
     assert names["intake"].queue == names["forwarder"].queue == "payments"
     assert names["forwarder"].kind == "background"
+    assert manifest.queues["payments"].record.__name__ == "Payment"
+    assert manifest.config_schema.__name__ == "PaymentsConfig"
+    assert manifest.metrics.__name__ == "PaymentMetrics"

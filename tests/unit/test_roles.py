@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import Config
-from runtime.manifest import Manifest, load_manifest
-from runtime.supervisor import ROLES, children_for, unit_name
+from runtime import testing
+from runtime.bundle import Bundle
+from runtime.manifest import ROLES
+from runtime.supervisor import children_for, unit_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def manifest() -> Manifest:
-    return load_manifest(ROOT / "functions.yaml")
+def bundle() -> Bundle:
+    return testing.bundle(ROOT / "functions.yaml")
 
 
 @pytest.mark.parametrize(
@@ -27,15 +28,15 @@ def manifest() -> Manifest:
     ],
 )
 def test_each_role_runs_its_share_of_the_instance(
-    manifest: Manifest, role: str, expected: list[str]
+    bundle: Bundle, role: str, expected: list[str]
 ) -> None:
-    names = [child.name for child in children_for(Config(), manifest, role)]
+    names = [child.name for child in children_for(bundle, role)]
     assert names == expected
 
 
-def test_the_roles_together_run_exactly_what_all_runs(manifest: Manifest) -> None:
-    parts = [c.name for role in ("http", "workers") for c in children_for(Config(), manifest, role)]
-    assert sorted(parts) == sorted(c.name for c in children_for(Config(), manifest, "all"))
+def test_the_roles_together_run_exactly_what_all_runs(bundle: Bundle) -> None:
+    parts = [c.name for role in ("http", "workers") for c in children_for(bundle, role)]
+    assert sorted(parts) == sorted(c.name for c in children_for(bundle, "all"))
 
 
 def test_two_supervisors_of_one_instance_have_distinct_unit_names() -> None:

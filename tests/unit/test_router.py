@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from payments.config import RouterConfig
 from payments.router import LatencyTracker, Route, Router
 from payments.shared_state import ProcessorView
-from runtime.config import RouterConfig
 
 
 def _frozen_clock() -> float:

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payments.validation import Payment, PaymentRejected, parse_payment
+from payments.payment import Payment
+from payments.validation import PaymentRejected, parse_payment
 
 MAX_AMOUNT = Decimal("1000000.00")
+ACCEPTED_AT = 1752150896.25
 UUID = "4A7901B8-7D26-4D9D-AA19-4DC1C7CF60B3"
 
 
@@ -22,7 +24,7 @@ def body(amount: str, correlation_id: str = UUID) -> bytes:
 
 def rejection(raw: bytes) -> tuple[str, str]:
     with pytest.raises(PaymentRejected) as caught:
-        parse_payment(raw, MAX_AMOUNT)
+        parse_payment(raw, MAX_AMOUNT, ACCEPTED_AT)
     assert str(caught.value) == caught.value.detail
     return caught.value.code, caught.value.detail
 
@@ -42,14 +44,14 @@ def rejection(raw: bytes) -> tuple[str, str]:
     ],
 )
 def test_valid_amount_is_kept_exactly_with_two_decimals(amount: str, expected: str) -> None:
-    payment = parse_payment(body(amount), MAX_AMOUNT)
+    payment = parse_payment(body(amount), MAX_AMOUNT, ACCEPTED_AT)
 
-    assert payment == Payment(UUID.lower(), Decimal(expected))
+    assert payment == Payment(UUID.lower(), Decimal(expected), ACCEPTED_AT)
     assert str(payment.amount) == expected
 
 
 def test_correlation_id_is_lower_cased() -> None:
-    assert parse_payment(body("1"), MAX_AMOUNT).correlation_id == UUID.lower()
+    assert parse_payment(body("1"), MAX_AMOUNT, ACCEPTED_AT).correlation_id == UUID.lower()
 
 
 @pytest.mark.parametrize(
@@ -139,8 +141,8 @@ def test_malformed_body_is_rejected_with_a_stable_code(raw: bytes, code: str, de
 
 def test_a_lower_max_amount_is_enforced() -> None:
     with pytest.raises(PaymentRejected, match="at most 50"):
-        parse_payment(body("50.01"), Decimal("50"))
-    assert parse_payment(body("50"), Decimal("50")).amount == Decimal("50.00")
+        parse_payment(body("50.01"), Decimal("50"), ACCEPTED_AT)
+    assert parse_payment(body("50"), Decimal("50"), ACCEPTED_AT).amount == Decimal("50.00")
 
 
 # Every amount a payment may have: 0.01 to MAX_AMOUNT in whole cents.
@@ -153,7 +155,7 @@ def test_any_accepted_amount_round_trips_exactly(cents: int, style: str) -> None
     exact = Decimal(cents) / 100
     text = style.format(cents) if style == "{}E-2" else style.format(exact)
 
-    payment = parse_payment(body(text), MAX_AMOUNT)
+    payment = parse_payment(body(text), MAX_AMOUNT, ACCEPTED_AT)
 
     assert payment.amount == exact
     assert payment.amount == Decimal(text)
@@ -183,9 +185,28 @@ def test_whatever_number_is_sent_the_result_is_a_rejection_or_an_exact_payment(
 ) -> None:
     text = f"{amount:f}" if amount.is_finite() else str(amount)
     try:
-        payment = parse_payment(body(text), MAX_AMOUNT)
+        payment = parse_payment(body(text), MAX_AMOUNT, ACCEPTED_AT)
     except PaymentRejected as exc:
         assert exc.code == "invalid_amount"
         return
     assert payment.amount == amount
     assert Decimal("0.01") <= payment.amount <= MAX_AMOUNT
+
+
+@settings(database=None)
+@given(amount=st.decimals(min_value=Decimal("0.01"), max_value=MAX_AMOUNT, places=2))
+def test_an_accepted_payment_survives_its_queue_record_unchanged(amount: Decimal) -> None:
+    # Intake writes the record with Payment.encode and the forwarder reads it with
+    # Payment.decode: one type owns both directions.
+    payment = parse_payment(body(str(amount)), MAX_AMOUNT, ACCEPTED_AT)
+
+    assert Payment.decode(payment.encode()) == payment
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b"", b"{}", b'{"id":"x","amount":"ten","t":1}', b'{"id":"x","amount":"1.00"}', b"[]"],
+)
+def test_a_record_encode_did_not_write_is_refused_by_decode(record: bytes) -> None:
+    with pytest.raises(ValueError):
+        Payment.decode(record)

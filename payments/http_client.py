@@ -2,15 +2,15 @@
 
 Why not urllib3 here: urllib3 is a blocking client built on ``http.client``, which parses
 headers through the ``email`` package and sends headers and body in two segments. On this
-project's 2-core machine one ``POST /payments`` through urllib3 costs 384 us of CPU, this
-client 95 us (``python -m stack.http_client_bench``), in a process that must forward 300
-payments a second within a third of a CPU. urllib3 stays the blocking client everywhere else.
+project's 2-core machine one ``POST /payments`` through urllib3 cost 384 us of CPU, this
+client 95 us (docs/performance.md), in a process that must forward hundreds of payments a
+second within a third of a CPU. urllib3 stays the blocking client everywhere else.
 
 What it speaks: HTTP/1.1 requests with a ``Content-Length`` body (headers and body in one
 write, so one segment on the wire), and answers framed by ``Content-Length``, by chunked
 transfer coding, or by the connection closing; interim 1xx answers are skipped; keep-alive as
 HTTP/1.1 and ``Connection`` say. No TLS, no redirects, no compression: it talks to services
-it knows.
+it knows, at an ``http://`` URL (``http_origin``).
 
 Failure is reported by what it means for the request, which is what a payment needs:
 ``RequestNotSent`` (the peer cannot have seen it: no connection could be made) or
@@ -23,9 +23,30 @@ import asyncio
 import socket
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 _MAX_HEAD_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def http_origin(url: str) -> tuple[str, int]:
+    """The host and port of an ``http://host[:port]`` URL, the only kind this client speaks.
+
+    Raises:
+        ValueError: another scheme, no host, a bad port, or a path, query or credentials.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"{url!r} is not an http:// URL")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port") from None
+    if not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{url!r} needs a host and no credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must name a server only, with no path or query")
+    return parts.hostname, port
 
 
 class RequestNotSent(Exception):

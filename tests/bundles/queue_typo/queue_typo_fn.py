@@ -1,0 +1,14 @@
+class Intake:
+    def __init__(self, context):
+        self.context = context
+
+    def on_post(self, req, resp):
+        pass
+
+
+class Worker:
+    def __init__(self, context):
+        self.context = context
+
+    def handle(self, message):
+        pass
