@@ -30,6 +30,6 @@ lint: bootstrap
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-## bench: the load test against a running stack (MODE=preview or final)
+## bench: the contest's load test on a stack of its own, scored (MODE=preview or final)
 bench: bootstrap
-	$(PYTHON) -m stack bench $(MODE)
+	$(PYTHON) -m bench $(MODE)

@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -220,11 +220,6 @@ def stack_usage(record_dir: Path) -> dict[str, Usage]:
         return {}
     cgroups, services = loaded
     return {service: cgroups.usage(service) for service in services}
-
-
-def usage_as_dict(usage: Usage) -> dict[str, float | int | None]:
-    """A :class:`Usage` as plain JSON-ready values."""
-    return asdict(usage)
 
 
 def _own_cgroups(proc_cgroup: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""``python -m stack up|down|status|bench``: the local stack's command line.
+"""``python -m stack up|down|status``: the local stack's command line.
 
 ``up`` starts every service of :func:`stack.services.plan` in order, each one only once the one
 before it answers, then prints where things are and returns; ``down`` stops what ``up``
@@ -40,17 +40,13 @@ _START_ERRORS = (
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["bench"]:
-        # Everything after ``bench`` is the benchmark's own command line, --help included.
-        return _bench(args[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m stack", description="The local stack: up, down, status, bench."
+        prog="python -m stack", description="The local stack: up, down, status."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start the stack (a no-op when it runs already)")
     commands.add_parser("down", help="stop the stack and remove its cgroups")
     commands.add_parser("status", help="what runs, with CPU and memory used under the limits")
-    commands.add_parser("bench", help="the load test: python -m stack bench --help")
     command = parser.parse_args(args).command
     try:
         settings = StackSettings.from_env(os.environ)
@@ -336,10 +332,3 @@ def _shown(path: Path) -> str:
 def _say(out: TextIO | None, line: str) -> None:
     if out is not None:
         print(line, file=out, flush=True)
-
-
-def _bench(args: list[str]) -> int:
-    """Hand over to the benchmark, :mod:`stack.bench.cli` (``python -m stack.bench`` too)."""
-    from stack.bench.cli import main as bench_main
-
-    return bench_main(args)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.processors import Processor, Processors, emulator_argv
 from runtime.supervisor import unit_name
 from stack import memcached, nginx, postgres, probes
 from stack.daemons import StartError
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processor, Processors, emulator_argv
 from stack.settings import StackSettings
 
 APP_INSTANCES = ("app1", "app2")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.services import (
     reachable_tmp_dir,
     start_emulators,

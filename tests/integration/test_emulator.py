@@ -1,6 +1,6 @@
 """The payment processor emulator, run as a process, against the real processor's rules.
 
-Each test starts ``python -m stack.emulator`` on a free loopback port and talks plain HTTP to
+Each test starts ``python -m emulator`` on a free loopback port and talks plain HTTP to
 it, the way our backend and the contest's k6 script do.
 """
 
@@ -123,7 +123,7 @@ def emulator(tmp_path: Path, *args: str) -> Iterator[Processor]:
     """Run one emulator with extra CLI ``args`` for the duration of the block."""
     port = free_port()
     log_path = tmp_path / f"emulator-{port}.log"
-    argv = [sys.executable, "-m", "stack.emulator", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--name", "default", "--fee", "0.05", *args]
     ready_url = f"http://127.0.0.1:{port}/payments/{_ZERO_UUID}"
     with running(

@@ -14,10 +14,10 @@ import pg8000.native
 import pymemcache.client.base
 import pytest
 
+from emulator.processors import Processors
 from stack import probes
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.procs import free_port
 from tests.support.services import start_nginx
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.processors import Processors
 from payments.payment import Payment
 from payments.store import purge, summarize
 from runtime import testing
@@ -24,7 +25,6 @@ from runtime.db import Database
 from runtime.migrations import migrate
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,10 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stack.audit import check_each, totals_equal
+from bench.audit import check_each, totals_equal
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.backend import Backend, running_backend, settle
 from tests.support.services import reachable_tmp_dir
 

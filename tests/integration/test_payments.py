@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stack.audit import Auditor, check_each, totals_equal
+from bench.audit import Auditor, check_each, totals_equal
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.backend import (
     Backend,
     kill_child,

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer, ensure_role_and_database
-from stack.processors import Processors
 from tests.support.backend import Backend, running_backend, settle
 from tests.support.services import reachable_tmp_dir
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.backend import running_backend
 from tests.support.procs import wait_until
 

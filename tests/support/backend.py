@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.processors import Processors
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from tests.support.procs import free_port, running, unix_socket_open, wait_until
 from tests.support.services import start_nginx
 

@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from emulator.processors import Processor, Processors, emulator_argv
 from stack import memcached, nginx, postgres, probes
 from stack.memcached import MemcachedServer
 from stack.postgres import PostgresServer
-from stack.processors import Processor, Processors, emulator_argv
 from tests.support.procs import free_port, running, stop
 
 DEFAULT_FEE = 0.05

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stack.bench import cli, floor, report
-from stack.bench.k6 import K6Run, k6_path
-from stack.bench.modes import MODES, UnknownMode, parse_mode
-from stack.bench.score import ProcessorTotals, RunTotals, compute_score
+from bench import cli, floor, report
+from bench.k6 import K6Run, k6_path
+from bench.modes import MODES, UnknownMode, parse_mode
+from bench.score import ProcessorTotals, RunTotals, compute_score
 from stack.cgroups import Limits, Usage
 
 

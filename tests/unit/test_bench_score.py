@@ -1,4 +1,4 @@
-"""The contest's scoring rules as stack.bench.score computes them."""
+"""The contest's scoring rules as bench.score computes them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from stack.bench.score import (
+from bench.score import (
     REFERENCE_P99_MS,
     ProcessorTotals,
     RunTotals,

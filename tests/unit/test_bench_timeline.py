@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.bench import timeline
+from bench import timeline
 
 _TRENDS = ["avg", "max", "med", "min", "p(90)", "p(95)", "p(99)"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from stack.faults import _HEALTH_POLL_S, _HealthWatcher
+from bench.faults import _HEALTH_POLL_S, _HealthWatcher
 
 
 def _answers(*states: bool) -> Callable[[], bool]:

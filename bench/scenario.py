@@ -1,7 +1,7 @@
 """A scripted run through Nginx: N payments while the processors go through the final test's
 stages, audited like the contest and then id by id.
 
-    python -m stack.scenario [--payments 10000] [--rate 300] [--url http://127.0.0.1:9999]
+    python -m bench.scenario [--payments 10000] [--rate 300] [--url http://127.0.0.1:9999]
 
 Runs against a stack already up (``make up``): the processors' admin endpoints are reached at
 ``PAYMENT_PROCESSOR_URL_DEFAULT``/``_FALLBACK`` (default: the local emulators on 8001/8002)
@@ -23,8 +23,8 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from stack.audit import Auditor, check_each, our_summary, totals_equal
-from stack.processors import Processor, Processors
+from bench.audit import Auditor, check_each, our_summary, totals_equal
+from emulator.processors import Processor, Processors
 
 # The final test's stages: (default delay ms, default failing, fallback delay ms, failing).
 FINAL_STAGES = [

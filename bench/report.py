@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from stack.bench.modes import Mode
-from stack.bench.score import Score
+from bench.modes import Mode
+from bench.score import Score
 
 _MIB = 1024 * 1024
 

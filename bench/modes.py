@@ -16,7 +16,7 @@ class Mode:
 
     name: str
     script: str
-    """File under ``stack/bench/k6/``."""
+    """File under ``bench/k6/``."""
     max_requests: int
     amount: Decimal
     default_fee: Decimal

@@ -1,6 +1,6 @@
 """Measure the cost of a queue put, the only I/O on the intake's hot path.
 
-    python -m stack.queue_bench [--puts 200000] [--dir DIR]
+    python -m bench.queue_put [--puts 200000] [--dir DIR]
 
 Prints p50/p99/p99.9/max in microseconds for ``QueueProducer.put`` of a record shaped like an
 intake record, written to DIR (default: a temp dir under /tmp; pass the queue's real folder to

@@ -1,6 +1,6 @@
 """A stand-in for the contest's payment processor, faithful to its API, rules and quirks.
 
-``python -m stack.emulator --port 8001 --name default --fee 0.05`` runs one processor; the stack,
+``python -m emulator --port 8001 --name default --fee 0.05`` runs one processor; the stack,
 the tests and the benchmark start one process per processor (default and fallback).
 
 What it mirrors, from the real service's source (an ASP.NET minimal API over PostgreSQL):
@@ -1005,10 +1005,8 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stack.emulator``: run one processor until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(
-        prog="python -m stack.emulator", description=__doc__.split("\n")[0]
-    )
+    """``python -m emulator``: run one processor until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="default", help="label for the logs: default, fallback")

@@ -1,6 +1,6 @@
 """The two payment processors as the stack and the tests see them: emulators and their admin API.
 
-The emulators (:mod:`stack.emulator`) stand for the contest's external processors, so they run
+The emulators (:mod:`emulator`) stand for the contest's external processors, so they run
 without our cgroup limits. :class:`Processor` drives any processor's admin endpoints, the
 emulator's or the real one's, with the ``X-Rinha-Token`` header.
 """
@@ -40,7 +40,7 @@ def emulator_argv(
     return [
         python,
         "-m",
-        "stack.emulator",
+        "emulator",
         "--host",
         "127.0.0.1",
         "--port",
@@ -87,11 +87,6 @@ class Processor:
     def set_failure(self, failing: bool) -> None:
         """Make payments fail with 500 (without being stored) or succeed again."""
         self._admin("PUT", "/admin/configurations/failure", {"failure": failing})
-
-    def set_token(self, token: str) -> None:
-        """Change the admin token; later calls use the new one."""
-        self._admin("PUT", "/admin/configurations/token", {"token": token})
-        self.token = token
 
     def purge(self) -> None:
         """Forget every stored payment."""

@@ -1,6 +1,6 @@
 """Latency over a run's timeline, read from k6's dashboard export: a p99 per 10 s period.
 
-    python -m stack.bench.timeline results/<run>
+    python -m bench.timeline results/<run>
 
 k6's web dashboard keeps a snapshot of every metric per period (10 s) in ``report.html``; this
 reads the requests' p99, count and VUs of each period there, for our run and for the floor's

@@ -1,6 +1,6 @@
 """The fault suite: one fault at a time under a steady load, then a strict audit.
 
-    STACK_QUEUE_TMPFS_MB=16 make up && .venv/bin/python -m stack.faults [--rate 200]
+    STACK_QUEUE_TMPFS_MB=16 make up && .venv/bin/python -m bench.faults [--rate 200]
         [--seconds 12] [SCENARIO ...]
 
 For each scenario: payments are posted through Nginx at ``--rate`` for ``--seconds``; the fault
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import pg8000.native
 
+from bench.audit import check_each, our_summary, totals_equal
+from emulator.processors import Processors
 from stack import daemons
-from stack.audit import check_each, our_summary, totals_equal
 from stack.postgres import PostgresServer
-from stack.processors import Processors
 from stack.services import Layout
 from stack.settings import PROJECT_ROOT, StackSettings
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from stack.processors import Processors
+from emulator.processors import Processors
 
 _TIMEOUT_S = 5.0
 _LOOKUP_THREADS = 32
@@ -50,11 +50,6 @@ class Comparison:
     end: str
     ours: dict[str, tuple[int, Decimal]]
     theirs: dict[str, tuple[int, Decimal]]
-
-    @property
-    def count_difference(self) -> int:
-        """The contest's measure: the sum of |our count - theirs| over both processors."""
-        return sum(abs(self.ours[name][0] - self.theirs[name][0]) for name in self.theirs)
 
     @property
     def equal(self) -> bool:

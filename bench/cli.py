@@ -1,4 +1,4 @@
-"""``python -m stack.bench MODE``: run the contest's load test and print the contest's score.
+"""``python -m bench MODE``: run the contest's load test and print the contest's score.
 
 For ``final``, ``preview`` and ``stress`` it installs k6 1.1.0 if missing, brings the local
 stack up with the mode's fees (``python -m stack up`` in a fresh ``STACK_DIR``), waits for
@@ -6,14 +6,10 @@ the backend as the contest's harness does, runs k6, reads each service's cgroup 
 run (start-up left out), copies the logs, takes the stack down, then runs the same test against
 the floor Nginx and prints: the score, its ceiling and our share of it, our p99 over the
 floor's, and the usage next to the compose limits. ``floor-MODE`` measures the floor alone.
-``--design-floor`` adds a third run: our Nginx config in front of two bjoern Falcon
-hello-worlds (``design_floor.py``), which splits our p99 over the floor into what the design
-costs and what our code adds.
 
 Everything lands in ``results/<timestamp>-<mode>/``: ``summary.json`` (k6's summary export),
 ``report.html`` (k6's web dashboard, self-contained), ``k6.log``, ``score.json``, ``logs/``
-(the services' logs), ``floor/`` (the floor run's own summary and report) and, with
-``--design-floor``, ``design-floor/``.
+(the services' logs) and ``floor/`` (the floor run's own summary and report).
 """
 
 from __future__ import annotations
@@ -35,17 +31,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from stack import compose
-from stack.bench import design_floor, floor, report
-from stack.bench.k6 import K6Run, K6Unavailable, ensure_k6, run_k6
-from stack.bench.modes import Mode, UnknownMode, mode_names, parse_mode
-from stack.bench.score import (
+from bench import floor, report
+from bench.k6 import K6Run, K6Unavailable, ensure_k6, run_k6
+from bench.modes import Mode, UnknownMode, mode_names, parse_mode
+from bench.score import (
     REFERENCE_P99_MS,
     Score,
     ceiling,
     compute_score,
     totals_from_k6_summary,
 )
+from stack import compose
 from stack.cgroups import Limits, Usage, stack_usage
 from stack.probes import tcp_open
 from stack.settings import EMULATOR_TOKEN, PROJECT_ROOT, StackSettings
@@ -61,7 +57,6 @@ READY_TIMEOUT_S = 3.0
 _STACK_CLI_TIMEOUT_S = 300.0
 _SHORT_SCALE = 0.1
 FLOOR_SERVICE = "nginx (floor)"
-DESIGN_SUFFIX = " (design)"
 CONTEST_PORT = 9999
 _STACK_PORT_VARS = (
     "STACK_PORT",
@@ -268,21 +263,6 @@ def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: P
     return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, limits)
 
 
-def measure_design_floor(
-    mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path
-) -> Measured:
-    """The same test against our Nginx config in front of two bjoern Falcon hello-worlds."""
-    print("bench: measuring the design floor (Nginx, two bjoern hello-worlds)", flush=True)
-    with design_floor.design_floor(out_dir / "services") as design:
-        before = design.usage_now()
-        code = _k6_against(design.url, mode, args, binary, out_dir)
-    limits = _compose_limits()
-    during = _during(design.usage, before)
-    usage = {f"{name}{DESIGN_SUFFIX}": used for name, used in during.items()}
-    design_limits = {f"{name}{DESIGN_SUFFIX}": limits.get(name) for name in design.usage}
-    return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, design_limits)
-
-
 def _usage_json(usage: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for service, used in usage.items():
@@ -300,7 +280,6 @@ def summarize(
     args: argparse.Namespace,
     ours: Measured | None,
     floor_run: Measured | None,
-    design_run: Measured | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The printed report and ``score.json``'s content."""
     max_requests = args.vus or mode.max_requests
@@ -361,39 +340,7 @@ def summarize(
         )
         if floor_run.usage:
             lines += report.usage_lines(floor_run.usage, floor_run.limits, _accepted(floor_run))
-    if design_run is not None:
-        lines += _design_lines(design_run, ours, floor_p99, data)
     return lines, data
-
-
-def _design_lines(
-    design: Measured, ours: Measured | None, floor_p99: float | None, data: dict[str, Any]
-) -> list[str]:
-    """The design floor's report lines; its figures go into ``data`` as well."""
-    design_p99 = design.p99_ms
-    data["design_floor"] = {
-        "k6_exit": design.exit_code,
-        "p99_ms": design_p99,
-        "payments_p99_ms": design.payments_p99_ms,
-        "usage": _usage_json(design.usage, design.limits),
-    }
-    lines = [
-        f"  design floor    p99 {report.ms(design_p99)}   (Nginx, two bjoern hello-worlds; "
-        f"POST /payments alone: {report.ms(design.payments_p99_ms)}; k6 exited {design.exit_code})"
-    ]
-    ratios = []
-    ours_p99 = ours.p99_ms if ours is not None else None
-    if design_p99 and ours_p99 is not None:
-        data["p99_over_design_floor"] = ours_p99 / design_p99
-        ratios.append(f"ours / design {ours_p99 / design_p99:.2f}x (what our code adds)")
-    if design_p99 is not None and floor_p99:
-        data["design_floor_over_floor"] = design_p99 / floor_p99
-        ratios.append(f"design / floor {design_p99 / floor_p99:.2f}x (what the design costs)")
-    if ratios:
-        lines.append("  p99 ratios      " + "   ".join(ratios))
-    if design.usage:
-        lines += report.usage_lines(design.usage, design.limits, _accepted(design))
-    return lines
 
 
 def _accepted(run: Measured) -> int | None:
@@ -405,18 +352,12 @@ def _accepted(run: Measured) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m stack.bench",
+        prog="python -m bench",
         description="Run the contest's load test and print the contest's score; "
         "results go to results/<timestamp>-<mode>/.",
     )
     parser.add_argument("mode", metavar="MODE", help="one of: " + ", ".join(mode_names()))
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
-    parser.add_argument(
-        "--design-floor",
-        action="store_true",
-        help="also measure the design floor: our Nginx config in front of two bjoern Falcon "
-        "hello-worlds under the app and Nginx limits",
-    )
     parser.add_argument(
         "--scale",
         type=float,
@@ -487,12 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_run = None
     if floor_only or not args.no_floor:
         floor_run = measure_floor(mode, args, binary, out_dir / "floor" if ours else out_dir)
-    design_run = None
-    if args.design_floor:
-        design_run = measure_design_floor(mode, args, binary, out_dir / "design-floor")
 
     load_after = os.getloadavg()[0]
-    lines, data = summarize(mode, args, ours, floor_run, design_run)
+    lines, data = summarize(mode, args, ours, floor_run)
     lines.append(
         f"  machine load    1-min average {load_before:.2f} before, {load_after:.2f} after "
         f"({os.cpu_count()} cores)"
@@ -502,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "score.json").write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
     print("\n".join(lines), flush=True)
     print(f"\nbench: wrote {out_dir}", flush=True)
-    runs = [r for r in (ours, floor_run, design_run) if r is not None]
+    runs = [r for r in (ours, floor_run) if r is not None]
     return 0 if all(r.exit_code == 0 for r in runs) else 1
 
 
