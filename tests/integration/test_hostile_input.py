@@ -6,9 +6,9 @@ bodies, wrong content types, bad summary dates, unknown routes and wrong methods
 payments posted around the batch must keep their latency and be charged exactly once, and slow
 clients dripping bytes must not hold anyone else up.
 
-How an answer is told apart: Nginx's own pages are HTML; the only one a request here may earn
-is its 413 for a body over ``client_max_body_size``, so an HTML 413 is accepted for oversized
-bodies only. Every other answer comes from the app and must be ``{"error", "detail"}`` JSON.
+Every answer, the app's and Nginx's own (a 413 for a body over ``client_max_body_size``, a 400
+for a request it cannot parse: ``deploy/nginx.conf``'s error pages), must be
+``{"error", "detail"}`` JSON.
 """
 
 from __future__ import annotations
@@ -454,12 +454,6 @@ def check_refused(request: Hostile, answer: Answer) -> None:
     if request.status is not None:
         assert answer.status == request.status, where
     assert not _LEAKS.search(answer.text), where
-    if (
-        answer.status == 413
-        and request.oversized
-        and "json" not in answer.headers.get("content-type", "")
-    ):
-        return  # Nginx's own page, earned by the body's size alone
     assert answer.headers.get("content-type", "").startswith("application/json"), where
     decoded = json.loads(answer.body)
     assert isinstance(decoded, dict) and set(decoded) == _ERROR_KEYS, where
@@ -758,3 +752,55 @@ def test_the_app_itself_refuses_an_oversized_body_with_json_even_without_nginx(
         check_refused(chunked, _send_to_app(backend, chunked))
     time.sleep(_FORWARD_GRACE_S)
     assert _recorded(backend) == 0
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[int, str, bytes]:
+    """Send raw bytes to Nginx; the status, Content-Type and body of what comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    content_type = next(
+        (
+            line.partition(":")[2].strip()
+            for line in lines
+            if line.lower().startswith("content-type")
+        ),
+        "",
+    )
+    return int(lines[0].split()[1]), content_type, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"BLAH\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "bad_request"),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 400, "bad_request"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"POST /payments HTTP/1.1\r\nHost: a\r\nContent-Length: 9000\r\n\r\n",
+            413,
+            "body_too_large",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", 400, "bad_request"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented"),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "http_version_not_supported"),
+    ],
+)
+def test_what_nginx_refuses_itself_answers_in_the_apps_json_contract(
+    backend: Backend, request_bytes: bytes, status: int, code: str
+) -> None:
+    port = urllib.parse.urlsplit(backend.url).port or 80
+
+    got, content_type, body = _raw_exchange(port, request_bytes)
+
+    assert got == status
+    assert content_type == "application/json"
+    decoded = json.loads(body)
+    assert set(decoded) == _ERROR_KEYS and decoded["error"] == code and decoded["detail"]
