@@ -33,8 +33,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout: the runtime instances run from here (``config/``, ``functions.yaml``)."""
 
 REACHABLE_FALLBACK_DIR = Path("/var/tmp")
-EMULATOR_TOKEN = "123"
-"""The processors' initial admin token, as in the contest."""
 
 
 class SettingsError(ValueError):
