@@ -40,7 +40,37 @@ def test_at_least_two_app_instances_built_from_the_dockerfile(spec: dict[str, An
     apps = [name for name in spec["services"] if name.startswith("app")]
     assert len(apps) >= 2
     for name in apps:
-        assert spec["services"][name]["build"] == "."
+        assert spec["services"][name]["build"]["context"] == "."
+
+
+def test_the_app_image_is_named_by_app_image(spec: dict[str, Any]) -> None:
+    # A submission sets APP_IMAGE to a pushed image and drops `build` (README, "Deploying").
+    for name in (*APP_INSTANCES, *WORKER_SERVICES):
+        assert spec["services"][name]["image"] == "${APP_IMAGE:-rinha-functions:latest}"
+
+
+def test_nginx_waits_for_both_http_containers_to_be_healthy(spec: dict[str, Any]) -> None:
+    depends = spec["services"]["nginx"]["depends_on"]
+    assert {name: depends[name]["condition"] for name in APP_INSTANCES} == {
+        name: "service_healthy" for name in APP_INSTANCES
+    }
+    for name in APP_INSTANCES:
+        socket = f"/run/app/{name}.sock"
+        assert spec["services"][name]["healthcheck"]["test"] == ["CMD", "test", "-S", socket]
+
+
+def test_every_app_container_waits_for_a_healthy_postgres(spec: dict[str, Any]) -> None:
+    assert "healthcheck" in spec["services"]["postgres"]
+    for name in (*APP_INSTANCES, *WORKER_SERVICES):
+        depends = spec["services"][name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert "healthcheck" in spec["services"][name], name
+
+
+def test_the_fees_default_to_the_finals(spec: dict[str, Any]) -> None:
+    env = _interpolated(spec["services"]["app1"]["environment"])
+    fees = (env["APP__PROCESSORS__DEFAULT__FEE"], env["APP__PROCESSORS__FALLBACK__FEE"])
+    assert fees == ("0.07", "0.10")
 
 
 def test_networks_are_a_bridge_and_the_external_payment_processor(spec: dict[str, Any]) -> None:
