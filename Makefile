@@ -4,7 +4,7 @@ PYTHON := .venv/bin/python
 MODE ?= preview
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap up down status test lint bench
+.PHONY: bootstrap up down status compose-up compose-down test lint bench
 
 bootstrap:
 	@bash stack/bootstrap.sh
@@ -20,6 +20,14 @@ down:
 ## status: what runs, and the CPU and memory it used under its limits
 status:
 	@$(PYTHON) -m stack status || true
+
+## compose-up: docker-compose.yml for real: engine, images, processor emulators, compose up
+compose-up: bootstrap
+	@$(PYTHON) -m stack compose up
+
+## compose-down: take the compose deployment down (the engine keeps running)
+compose-down:
+	@$(PYTHON) -m stack compose down
 
 ## test: every test, unit to integration (the integration tests start their own services)
 test: bootstrap

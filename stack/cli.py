@@ -1,4 +1,4 @@
-"""``python -m stack up|down|status``: the local stack's command line.
+"""``python -m stack up|down|status|compose``: the local stack's command line.
 
 ``up`` starts every service of :func:`stack.services.plan` in order, each one only once the one
 before it answers, then prints where things are and returns; ``down`` stops what ``up``
@@ -40,13 +40,21 @@ _START_ERRORS = (
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["compose"]:
+        # The compose deployment has a command line of its own, --help included.
+        from stack import deployment
+
+        return deployment.main(args[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m stack", description="The local stack: up, down, status."
+        prog="python -m stack", description="The local stack: up, down, status, compose."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start the stack (a no-op when it runs already)")
     commands.add_parser("down", help="stop the stack and remove its cgroups")
     commands.add_parser("status", help="what runs, with CPU and memory used under the limits")
+    commands.add_parser(
+        "compose", help="docker-compose.yml for real: python -m stack compose --help"
+    )
     command = parser.parse_args(args).command
     try:
         settings = StackSettings.from_env(os.environ)
