@@ -6,6 +6,8 @@ the backend as the contest's harness does, runs k6, reads each service's cgroup 
 run (start-up left out), copies the logs, takes the stack down, then runs the same test against
 the floor Nginx and prints: the score, its ceiling and our share of it, our p99 over the
 floor's, and the usage next to the compose limits. ``floor-MODE`` measures the floor alone.
+With ``--compose`` the stack is the compose deployment instead (``python -m stack compose up``
+with a project of its own, its usage read from the containers' cgroups, ``down -v`` after).
 
 Everything lands in ``results/<timestamp>-<mode>/``: ``summary.json`` (k6's summary export),
 ``report.html`` (k6's web dashboard, self-contained), ``k6.log``, ``score.json``, ``logs/``
@@ -15,6 +17,7 @@ Everything lands in ``results/<timestamp>-<mode>/``: ``summary.json`` (k6's summ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +44,12 @@ from bench.score import (
     compute_score,
     totals_from_k6_summary,
 )
+from emulator.processors import EMULATOR_TOKEN
 from stack import compose
 from stack.cgroups import Limits, Usage, stack_usage
+from stack.deployment import Deployment
 from stack.probes import tcp_open
-from stack.settings import EMULATOR_TOKEN, PROJECT_ROOT, StackSettings
+from stack.settings import PROJECT_ROOT, StackSettings
 
 RESULTS_DIR = PROJECT_ROOT / "results"
 BENCH_STACKS_DIR = PROJECT_ROOT / "var" / "bench"
@@ -55,6 +60,7 @@ READY_TRIES = 15
 READY_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 3.0
 _STACK_CLI_TIMEOUT_S = 300.0
+_COMPOSE_UP_TIMEOUT_S = 1500.0
 _SHORT_SCALE = 0.1
 FLOOR_SERVICE = "nginx (floor)"
 CONTEST_PORT = 9999
@@ -190,6 +196,8 @@ def measure_stack(
             return Measured(2, out_dir)
         code = run_k6(K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s)
         return Measured(code, out_dir, _read_json(out_dir / "summary.json"))
+    if args.compose:
+        return measure_compose(mode, run_kwargs, binary, out_dir)
 
     stack_dir = BENCH_STACKS_DIR / stack_name
     env = {
@@ -225,6 +233,51 @@ def measure_stack(
         down = _stack_cli("down", env)
         if down == 0 and not args.keep_stack:
             shutil.rmtree(stack_dir, ignore_errors=True)
+    return measured
+
+
+def measure_compose(
+    mode: Mode, run_kwargs: dict[str, Any], binary: Path, out_dir: Path
+) -> Measured:
+    """Bring the compose deployment up with the mode's fees, run k6 against it, take it down."""
+    env = {
+        **stack_ports(os.environ),
+        **os.environ,
+        "STACK_FEES": mode.stack_fees,
+        "STACK_COMPOSE_PROJECT": "rinha-bench",
+        "STACK_PROCESSOR_NETWORK": "payment-processor-bench",
+    }
+    deployment = Deployment.from_env(env)
+    default_url, fallback_url = deployment.processor_urls
+    target = Target(deployment.url, default_url, fallback_url)
+    measured = Measured(2, out_dir, limits=_compose_limits())
+    print(f"bench: python -m stack compose up (project {deployment.project})", flush=True)
+    try:
+        up = subprocess.run(
+            [sys.executable, "-m", "stack", "compose", "up"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            timeout=_COMPOSE_UP_TIMEOUT_S,
+            check=False,
+        )
+        if up.returncode != 0:
+            print("bench: the compose deployment did not come up", flush=True)
+        elif not wait_for_backend(target.backend_url):
+            print("bench: the backend never answered GET /payments-summary", flush=True)
+        else:
+            before = deployment.usage()
+            measured.exit_code = run_k6(
+                K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s
+            )
+            measured.summary = _read_json(out_dir / "summary.json")
+            measured.usage = _during(deployment.usage(), before)
+    finally:
+        (out_dir / "logs").mkdir(exist_ok=True)
+        with contextlib.suppress(Exception):
+            logs = deployment.run(deployment.backend("logs", "--no-color"), timeout_s=120)
+            (out_dir / "logs" / "compose.log").write_text(logs)
+        with contextlib.suppress(Exception):
+            deployment.down(volumes=True, out=sys.stdout)
     return measured
 
 
@@ -373,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"smoke run: --scale {_SHORT_SCALE}",
     )
     parser.add_argument("--vus", type=int, help="override MAX_REQUESTS (the VU target)")
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="run the compose deployment (docker-compose.yml for real) instead of the local stack",
+    )
     parser.add_argument(
         "--backend",
         metavar="URL",

@@ -2,6 +2,7 @@
 
     STACK_QUEUE_TMPFS_MB=16 make up && .venv/bin/python -m bench.faults [--rate 200]
         [--seconds 12] [SCENARIO ...]
+    make compose-up && .venv/bin/python -m bench.faults --compose [SCENARIO ...]
 
 For each scenario: payments are posted through Nginx at ``--rate`` for ``--seconds``; the fault
 is injected a quarter of the way in and undone (where it has an undo) half-way; then the suite
@@ -12,9 +13,11 @@ one row a scenario: accepted, refused (non-2xx: we refuse rather than accept wha
 lose), lost, charged twice, seconds until ``/health`` was green again, totals equal. It exits
 non-zero if anything was lost or charged twice, or the totals differ.
 
-Runs against the stack in ``STACK_DIR`` (``make up``); loopback only; every loop bounded. The
-queue-disk scenario needs the queue on a small disk of its own (``STACK_QUEUE_TMPFS_MB``) and
-is skipped, saying so, without one.
+Runs against the stack in ``STACK_DIR`` (``make up``), or with ``--compose`` against the compose
+deployment (``make compose-up``), whose faults are ``docker compose kill``s of whole services
+(each started again as the undo); loopback only; every loop bounded. The queue-disk scenario
+needs the queue on a small disk of its own (``STACK_QUEUE_TMPFS_MB``) and is skipped, saying
+so, without one.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pg8000.native
 
 from bench.audit import check_each, our_summary, totals_equal
-from emulator.processors import Processors
+from emulator.processors import Processor, Processors
 from stack import daemons
+from stack.deployment import Deployment
 from stack.postgres import PostgresServer
 from stack.services import Layout
 from stack.settings import PROJECT_ROOT, StackSettings
@@ -92,6 +97,24 @@ class Row:
     totals_equal: bool
     refused_why: dict[str, int] = field(default_factory=dict)
     """What the refused requests got instead of a 2xx: ``HTTP 503``, ``timed out``, …"""
+
+
+class Target(Protocol):
+    """What a scenario loads and audits: the backend's URL, the processors, its health."""
+
+    url: str
+    processors: Processors
+
+    def healthy(self) -> bool: ...
+
+
+def _healthy(url: str) -> bool:
+    """Whether ``/health`` through Nginx answers 200."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class Stack:
@@ -149,11 +172,52 @@ class Stack:
 
     def healthy(self) -> bool:
         """Whether ``/health`` through Nginx answers 200."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return _healthy(self.url)
+
+
+class ComposeStack:
+    """The compose deployment: its services are containers, its faults ``docker compose``'s."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.url = deployment.url
+        default_url, fallback_url = deployment.processor_urls
+        self.processors = Processors(
+            Processor("default", default_url, deployment.default_fee),
+            Processor("fallback", fallback_url, deployment.fallback_fee),
+        )
+
+    def healthy(self) -> bool:
+        """Whether ``/health`` through Nginx answers 200."""
+        return _healthy(self.url)
+
+
+def compose_faults(target: ComposeStack) -> dict[str, Fault]:
+    """The scenarios of a compose deployment: whole services killed and started again, and
+    the processors' own faults."""
+    deployment = target.deployment
+
+    def killed(service: str, sig: int = signal.SIGKILL) -> Fault:
+        return Fault(
+            f"compose kill {service}",
+            lambda: deployment.kill(service, sig),
+            lambda: deployment.start(service),
+        )
+
+    def failing(on: bool) -> Callable[[], None]:
+        return lambda: target.processors.default.set_failure(on)
+
+    return {
+        fault.name: fault
+        for fault in [
+            killed("app1"),
+            killed("worker1"),
+            killed("postgres"),
+            killed("memcached"),
+            Fault("default answers 500", failing(True), failing(False)),
+            killed("payment-processor-default"),
+        ]
+    }
 
 
 def faults(stack: Stack) -> dict[str, Fault]:
@@ -276,7 +340,7 @@ def faults(stack: Stack) -> dict[str, Fault]:
     }
 
 
-def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row:
+def run_scenario(stack: Target, fault: Fault, rate: float, seconds: float) -> Row:
     """Set up, load, inject, undo, settle, audit, tear down."""
     if fault.setup:
         fault.setup()
@@ -287,7 +351,7 @@ def run_scenario(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row
             fault.teardown()
 
 
-def _load_and_audit(stack: Stack, fault: Fault, rate: float, seconds: float) -> Row:
+def _load_and_audit(stack: Target, fault: Fault, rate: float, seconds: float) -> Row:
     for processor in stack.processors:
         processor.reset()
     request = urllib.request.Request(f"{stack.url}/purge-payments", method="POST")
@@ -479,11 +543,20 @@ def main() -> None:
     parser.add_argument("scenarios", nargs="*", help="names from the table (default: all)")
     parser.add_argument("--rate", type=float, default=200.0, help="payments per second")
     parser.add_argument("--seconds", type=float, default=12.0, help="load per scenario")
+    parser.add_argument(
+        "--compose", action="store_true", help="the compose deployment (make compose-up)"
+    )
     args = parser.parse_args()
-    stack = Stack(StackSettings.from_env(os.environ))
+    stack: Target
+    if args.compose:
+        stack = ComposeStack(Deployment.from_env(os.environ))
+        table = compose_faults(stack)
+    else:
+        stack = Stack(StackSettings.from_env(os.environ))
+        table = faults(stack)
     if not stack.healthy():
-        sys.exit(f"no healthy stack at {stack.url}: run `make up` first")
-    table = faults(stack)
+        up = "make compose-up" if args.compose else "make up"
+        sys.exit(f"no healthy stack at {stack.url}: run `{up}` first")
     chosen = args.scenarios or list(table)
     unknown = [name for name in chosen if name not in table]
     if unknown:
