@@ -102,7 +102,7 @@ def bind(manifest: Manifest, source: ConfigSource, runtime: RuntimeConfig) -> Bu
     env = source.env
     for name, key in manifest.config_env.items():
         if env.get(name):
-            source.set(key, env[name], origin=f"env {name}")
+            source.set(key, env[name], origin=source.env_origin(name))
     schema = manifest.config_schema
     bundle_sections = set(field_names(schema)) if schema else set()
     allowed = RUNTIME_SECTIONS | bundle_sections | {FUNCTIONS_SECTION}

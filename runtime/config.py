@@ -6,9 +6,12 @@ Precedence, highest first:
 2. the environment: ``APP__<SECTION>__<KEY>=value`` for any key, the bundle's and a function's
    settings included (``APP__FUNCTIONS__HEALTH__CACHE_S=1``), plus the variables a bundle maps
    onto its keys in ``functions.yaml`` (``config.env``);
-3. the YAML file (``--config``, else ``$APP_CONFIG``, else ``config/app.yaml``);
-4. for a function's settings, its entry's ``settings`` in ``functions.yaml``;
-5. the defaults written in the schemas (below for the runtime's sections).
+3. the env file the YAML file names (``env_file``), when it exists: ``NAME=value`` lines read
+   as if they were in the environment, under the real one (a local stack writes one with the
+   connections of its services, so that ``invoke`` and ``dev`` reach them);
+4. the YAML file (``--config``, else ``$APP_CONFIG``, else ``config/app.yaml``);
+5. for a function's settings, its entry's ``settings`` in ``functions.yaml``;
+6. the defaults written in the schemas (below for the runtime's sections).
 
 One file holds every section: the runtime's (below), the bundle's (its schema is named in
 ``functions.yaml``) and ``functions.<name>`` for a function's settings. ``runtime.schema``
@@ -116,6 +119,9 @@ class RuntimeConfig:
     migrations: str = "migrations"
     metrics_dir: str = "var/metrics"
     """Shared by every instance so that a scrape of either adds all of them up."""
+    env_file: str = ""
+    """``NAME=value`` lines read under the environment when the file exists (ignored when it
+    does not): what a local stack tells the tools about its services."""
     server: ServerConfig = field(default_factory=ServerConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -142,6 +148,15 @@ class ConfigSource:
     file_world_readable: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     """The environment it was read with (a bundle's own variables are looked up there)."""
+    env_file: str = ""
+    env_file_names: frozenset[str] = frozenset()
+    """The names of ``env`` that came from the env file, not the environment."""
+
+    def env_origin(self, name: str) -> str:
+        """How ``origin`` names where variable ``name`` came from."""
+        if name in self.env_file_names:
+            return f"env file {self.env_file}: {name}"
+        return f"env {name}"
 
     def section(self, keys: frozenset[str] | set[str]) -> dict[str, Any]:
         """The top-level keys in ``keys`` (the rest belong to another schema)."""
@@ -158,7 +173,9 @@ class ConfigSource:
     def set(self, path: str, value: Any, origin: str) -> None:
         """Set a dotted key (a bundle's variable for one of its keys), unless set from the
         environment already: ``APP__...`` wins."""
-        if (self.origin(path) or "").startswith("env "):
+        current = self.origin(path) or ""
+        real_env = current.startswith("env ") and not current.startswith("env file")
+        if real_env or (current.startswith("env file") and origin.startswith("env file")):
             return
         _set_path(self.raw, path.split("."), value, origin=origin)
         self.origins[path] = origin
@@ -200,11 +217,17 @@ def read_config(
         source.file_world_readable = bool(file_path.stat().st_mode & stat.S_IROTH)
     for leaf in _leaf_paths(source.raw):
         source.origins[leaf] = "file"
+    env_file = source.raw.get("env_file")
+    from_file: dict[str, str] = {}
+    if isinstance(env_file, str) and env_file:
+        from_file = {k: v for k, v in read_env_file(Path(env_file)).items() if k not in env}
+        env = {**from_file, **env}
+        source.env, source.env_file, source.env_file_names = env, env_file, frozenset(from_file)
     for name, value in sorted(env.items()):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
             _set_path(source.raw, keys, EnvText(value), origin=name)
-            source.origins[".".join(keys)] = f"env {name}"
+            source.origins[".".join(keys)] = source.env_origin(name)
     if instance:
         source.raw["instance"] = instance
         source.origins["instance"] = "--instance"
@@ -224,6 +247,30 @@ def load_runtime_config(
 ) -> RuntimeConfig:
     """``read_config`` then ``runtime_config``: the runtime's sections alone."""
     return runtime_config(read_config(path, environ=environ, instance=instance))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (``#`` comments and blank lines skipped); ``{}`` without the file.
+
+    Raises:
+        ConfigError: a line that is not ``NAME=value``.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the env file ({exc.strerror})") from None
+    found = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"{path}:{number}: expected NAME=value, found {line[:60]!r}")
+        found[name.strip()] = value.strip()
+    return found
 
 
 def _default_path(env: Mapping[str, str]) -> Path | None:

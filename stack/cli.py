@@ -1,4 +1,4 @@
-"""``python -m stack up|down|status|compose``: the local stack's command line.
+"""``python -m stack up|down|status|reload|compose``: the local stack's command line.
 
 ``up`` starts every service of :func:`stack.services.plan` in order, each one only once the one
 before it answers, then prints where things are and returns; ``down`` stops what ``up``
@@ -46,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return deployment.main(args[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m stack", description="The local stack: up, down, status, compose."
+        prog="python -m stack", description="The local stack: up, down, status, reload, compose."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start the stack (a no-op when it runs already)")
     commands.add_parser("down", help="stop the stack and remove its cgroups")
     commands.add_parser("status", help="what runs, with CPU and memory used under the limits")
+    commands.add_parser(
+        "reload",
+        help="pick up new code and config, one instance at a time, no request refused",
+    )
     commands.add_parser(
         "compose", help="docker-compose.yml for real: python -m stack compose --help"
     )
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if command == "reload":
+        from stack.reload import reload
+
+        return reload(settings)
     return {"up": up, "down": down, "status": status}[command](settings)
 
 
@@ -107,6 +115,7 @@ def up(settings: StackSettings, out: TextIO = sys.stdout) -> int:
             # Anything unforeseen, or Ctrl-C: nothing may keep running behind the traceback.
             _stop_all(settings, out=None)
             raise
+    services.write_tools_env(settings)
     _print_summary(settings, limits_note, out)
     return 0
 
@@ -213,6 +222,7 @@ def _cgroups_for(settings: StackSettings, names: list[str]) -> tuple[StackCgroup
 
 
 def _stop_all(settings: StackSettings, *, out: TextIO | None) -> int:
+    settings.tools_env_file.unlink(missing_ok=True)
     records = daemons.read_records(settings.pids_dir)
     loaded = StackCgroups.load(settings.pids_dir)
     if not records and not loaded:

@@ -115,7 +115,9 @@ def _forget_journal(layout: Layout, name: str) -> None:
 
 def app_env(layout: Layout, instance: str) -> dict[str, str]:
     """What one instance is told through ``APP__*`` (compose sets the same keys)."""
+    config = {"APP_CONFIG": str(layout.settings.config)} if layout.settings.config else {}
     return {
+        **config,
         "APP__SERVER__BIND": f"unix:{layout.socket(instance)}",
         "APP__STATE_DIR": str(layout.state_dir(instance)),
         "APP__QUEUE__DIR": str(layout.settings.queue_dir),
@@ -123,6 +125,25 @@ def app_env(layout: Layout, instance: str) -> dict[str, str]:
         **layout.memcached_server().env(),
         **layout.processors().env(),
     }
+
+
+def write_tools_env(settings: StackSettings) -> Path:
+    """Write what the instances share (PostgreSQL, Memcached, the processors, the queue) as
+    ``NAME=value`` lines for the runtime's tools; owner-only, it holds the password."""
+    layout = Layout(settings)
+    shared = {
+        **layout.postgres_server().env(),
+        **layout.memcached_server().env(),
+        **layout.processors().env(),
+        "APP__QUEUE__DIR": str(settings.queue_dir),
+    }
+    path = settings.tools_env_file
+    text = "# Written by `python -m stack up`, removed by `down`: the stack's services.\n"
+    text += "".join(f"{name}={value}\n" for name, value in shared.items())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    return path
 
 
 def plan(settings: StackSettings, *, python: str = sys.executable) -> list[Service]:

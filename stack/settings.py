@@ -39,6 +39,16 @@ class SettingsError(ValueError):
     """An environment variable of the stack holds a value it cannot use."""
 
 
+def _config_file(environ: Mapping[str, str], root: Path) -> Path | None:
+    raw = environ.get("STACK_CONFIG")
+    if not raw:
+        return None
+    path = Path(raw) if Path(raw).is_absolute() else root / raw
+    if not path.is_file():
+        raise SettingsError(f"STACK_CONFIG={raw}: no such file (the instances' config file)")
+    return path.resolve()
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Everything ``up``, ``down`` and ``status`` need to agree on."""
@@ -58,6 +68,9 @@ class StackSettings:
     queue_tmpfs_mb: int = 0
     """Mount a tmpfs of this many MiB on the queue folder (a small disk the fault suite can
     fill); 0 keeps the queue in the stack folder."""
+    config: Path | None = None
+    """The instances' config file (``STACK_CONFIG``); ``None``: the checkout's
+    ``config/app.yaml``. ``python -m stack reload`` picks up its changes."""
     pg_user: str = "rinha"
     pg_password: str = "rinha"
     pg_database: str = "rinha"
@@ -81,6 +94,7 @@ class StackSettings:
             fallback_url=environ.get("PAYMENT_PROCESSOR_URL_FALLBACK") or None,
             limits=_flag(environ, "STACK_LIMITS", True),
             queue_tmpfs_mb=_size_mb(environ, "STACK_QUEUE_TMPFS_MB"),
+            config=_config_file(environ, root),
             root=root,
         )
 
@@ -100,6 +114,12 @@ class StackSettings:
             self.default_url or f"http://127.0.0.1:{self.default_port}",
             self.fallback_url or f"http://127.0.0.1:{self.fallback_port}",
         )
+
+    @property
+    def tools_env_file(self) -> Path:
+        """The running stack's connections for ``runtime invoke`` and ``runtime dev``
+        (``env_file`` in config/app.yaml); removed by ``down``."""
+        return self.dir / "app.env"
 
     @property
     def logs_dir(self) -> Path:

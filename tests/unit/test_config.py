@@ -151,6 +151,59 @@ def test_an_app_variable_wins_over_the_bundles_own_name_for_the_key(tmp_path: Pa
     assert config.processors["default"].url == "http://by-app-name:8080"
 
 
+def env_file_config(tmp_path: Path, lines: str) -> Path:
+    env_file = tmp_path / "stack.env"
+    env_file.write_text(lines)
+    return write(tmp_path, f"env_file: {env_file}\npostgres: {{port: 5432}}\n")
+
+
+def test_the_env_file_sets_keys_over_the_file_as_if_it_were_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = env_file_config(
+        tmp_path,
+        "# a stack's services\nAPP__POSTGRES__PORT=54320\n\n"
+        "PAYMENT_PROCESSOR_URL_DEFAULT=http://from-env-file:8080\n",
+    )
+
+    bundle = load(path)
+
+    assert bundle.runtime.postgres.port == 54320
+    assert bundle.config.processors["default"].url == "http://from-env-file:8080"
+    assert bundle.source.origin("postgres.port") == (
+        f"env file {tmp_path / 'stack.env'}: APP__POSTGRES__PORT"
+    )
+
+
+def test_the_real_environment_wins_over_the_env_file(tmp_path: Path) -> None:
+    path = env_file_config(
+        tmp_path, "APP__POSTGRES__PORT=54320\nAPP__PROCESSORS__DEFAULT__URL=http://file:1\n"
+    )
+
+    bundle = load(
+        path,
+        {"APP__POSTGRES__PORT": "6000", "PAYMENT_PROCESSOR_URL_DEFAULT": "http://real-env:2"},
+    )
+
+    assert bundle.runtime.postgres.port == 6000
+    assert bundle.config.processors["default"].url == "http://real-env:2"
+    assert bundle.source.origin("postgres.port") == "env APP__POSTGRES__PORT"
+
+
+def test_a_missing_env_file_is_skipped(tmp_path: Path) -> None:
+    path = write(tmp_path, f"env_file: {tmp_path / 'absent.env'}\npostgres: {{port: 5433}}\n")
+
+    assert load(path).runtime.postgres.port == 5433
+
+
+def test_a_malformed_env_file_line_names_the_file_and_line(tmp_path: Path) -> None:
+    path = env_file_config(tmp_path, "APP__POSTGRES__PORT=1\nnot a variable\n")
+
+    assert refusal(path) == (
+        f"{tmp_path / 'stack.env'}:2: expected NAME=value, found 'not a variable'"
+    )
+
+
 def test_one_processor_key_from_the_environment_keeps_the_others_defaults(
     tmp_path: Path,
 ) -> None:
@@ -185,9 +238,9 @@ def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
     message = refusal(write(tmp_path, "servr:\n  bind: x\n"))
 
     assert message == (
-        "servr: unknown key; expected one of breaker, forwarder, functions, instance, limits, "
-        "logging, manifest, memcached, metrics_dir, migrations, postgres, processors, purge, "
-        "queue, router, server, state_dir"
+        "servr: unknown key; expected one of breaker, env_file, forwarder, functions, instance, "
+        "limits, logging, manifest, memcached, metrics_dir, migrations, postgres, processors, "
+        "purge, queue, router, server, state_dir"
     )
 
 

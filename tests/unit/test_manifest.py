@@ -155,8 +155,8 @@ BROKEN = [
         "config_clash/functions.yaml",
         ManifestError,
         "config.schema: ShopConfig.server has the name of one of the runtime's own sections "
-        "(instance, logging, manifest, memcached, metrics_dir, migrations, postgres, queue, "
-        "server, state_dir, functions); rename it",
+        "(env_file, instance, logging, manifest, memcached, metrics_dir, migrations, postgres, "
+        "queue, server, state_dir, functions); rename it",
     ),
 ]
 
