@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import io
 import json
 import os
 import random
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pg8000.native
+import yaml
 
 from bench.audit import check_each, our_summary, totals_equal
 from emulator.processors import Processor, Processors
@@ -80,6 +83,8 @@ class Fault:
     setup: Callable[[], None] | None = None
     teardown: Callable[[], None] | None = None
     unavailable: Callable[[], str | None] | None = None
+    verify: Callable[[], str | None] | None = None
+    """After the audit: what did not take effect as it should, or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class Row:
     totals_equal: bool
     refused_why: dict[str, int] = field(default_factory=dict)
     """What the refused requests got instead of a 2xx: ``HTTP 503``, ``timed out``, …"""
+    problem: str | None = None
+    """What the scenario's own check found wrong (``Fault.verify``)."""
 
 
 class Target(Protocol):
@@ -336,8 +343,106 @@ def faults(stack: Stack) -> dict[str, Fault]:
                 queue_disk.empty,
                 unavailable=queue_disk.unavailable,
             ),
+            reload_fault(stack),
         ]
     }
+
+
+_RELOADED_MAX_AMOUNT = "5000.00"
+
+
+def reload_fault(stack: Stack) -> Fault:
+    """``python -m stack reload`` of the running stack (see ``config_reload_fault``)."""
+    from stack.reload import reload
+
+    def reload_stack() -> str | None:
+        buffer = io.StringIO()
+        status = reload(stack.settings, out=buffer)
+        print(f"  ({'; '.join(buffer.getvalue().strip().splitlines())})", flush=True)
+        return None if status == 0 else buffer.getvalue()
+
+    return config_reload_fault(stack.url, stack.settings.config, reload_stack)
+
+
+def config_reload_fault(url: str, config: Path | None, reload: Callable[[], str | None]) -> Fault:
+    """A reload mid-load after a config value changed (``limits.max_amount``, in ``config``,
+    the file the instances read): nothing refused, lost or charged twice, and the new value in
+    effect afterwards (an amount above it refused with 422). ``reload`` returns what went
+    wrong, or ``None``. The file is put back, and reloaded, at the end."""
+    original: list[str] = []
+    outcome: dict[str, object] = {}
+
+    def unavailable() -> str | None:
+        if config is None:
+            return (
+                "needs the stack started with STACK_CONFIG=<a copy of config/app.yaml>: "
+                "the scenario edits that file"
+            )
+        return None
+
+    def write(max_amount: str | None) -> None:
+        assert config is not None
+        if max_amount is None:
+            config.write_text(original[0])
+            return
+        data = yaml.safe_load(original[0]) or {}
+        data.setdefault("limits", {})["max_amount"] = max_amount
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def setup() -> None:
+        assert config is not None
+        original[:] = [config.read_text()]
+
+    def reload_in_background() -> None:
+        def run() -> None:
+            write(_RELOADED_MAX_AMOUNT)
+            outcome["problem"] = reload()
+
+        thread = threading.Thread(target=run, name="reload", daemon=True)
+        outcome["thread"] = thread
+        thread.start()
+
+    def verify() -> str | None:
+        thread = outcome.get("thread")
+        if isinstance(thread, threading.Thread):
+            thread.join(_HEALTH_TIMEOUT_S)
+            if thread.is_alive():
+                return "the reload did not finish"
+        if outcome.get("problem"):
+            return f"the reload failed: {outcome['problem']}"
+        above = f"{float(_RELOADED_MAX_AMOUNT) + 1:.2f}"
+        post = payment_request(url, str(uuid.uuid4()), above)
+        try:
+            with urllib.request.urlopen(post, timeout=_POST_TIMEOUT_S) as response:
+                return f"an amount of {above} was still accepted ({response.status})"
+        except urllib.error.HTTPError as exc:
+            if exc.code != 422:
+                return f"an amount of {above} got {exc.code}, expected 422"
+        return None
+
+    def teardown() -> None:
+        if original:
+            write(None)
+            reload()
+
+    return Fault(
+        "reload, a config value changed",
+        reload_in_background,
+        setup=setup,
+        teardown=teardown,
+        unavailable=unavailable,
+        verify=verify,
+    )
+
+
+def payment_request(url: str, correlation_id: str, amount: str) -> urllib.request.Request:
+    """``POST /payments`` of one payment, as the contest's test sends it."""
+    return urllib.request.Request(
+        f"{url}/payments",
+        data=f'{{"correlationId":"{correlation_id}","amount":{amount}}}'.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def run_scenario(stack: Target, fault: Fault, rate: float, seconds: float) -> Row:
@@ -345,7 +450,10 @@ def run_scenario(stack: Target, fault: Fault, rate: float, seconds: float) -> Ro
     if fault.setup:
         fault.setup()
     try:
-        return _load_and_audit(stack, fault, rate, seconds)
+        row = _load_and_audit(stack, fault, rate, seconds)
+        if fault.verify is not None:
+            row = dataclasses.replace(row, problem=fault.verify())
+        return row
     finally:
         if fault.teardown:
             fault.teardown()
@@ -362,13 +470,7 @@ def _load_and_audit(stack: Target, fault: Fault, rate: float, seconds: float) ->
 
     def send(_: int) -> None:
         correlation_id = str(uuid.uuid4())
-        body = f'{{"correlationId":"{correlation_id}","amount":19.90}}'.encode()
-        post = urllib.request.Request(
-            f"{stack.url}/payments",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
+        post = payment_request(stack.url, correlation_id, "19.90")
         why = ""
         try:
             with urllib.request.urlopen(post, timeout=_POST_TIMEOUT_S) as response:
@@ -583,7 +685,9 @@ def main() -> None:
         if row.refused_why:
             why = ", ".join(f"{count} {reason}" for reason, count in row.refused_why.items())
             print(f"  (refused: {why})", flush=True)
-    failed = any(row.lost or row.duplicated or not row.totals_equal for row in rows)
+        if row.problem:
+            print(f"  FAILED: {row.problem}", flush=True)
+    failed = any(row.lost or row.duplicated or not row.totals_equal or row.problem for row in rows)
     print("RESULT: " + ("FAIL" if failed else "PASS"))
     sys.exit(1 if failed else 0)
 

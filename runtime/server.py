@@ -12,11 +12,17 @@ from runtime.heap import freeze_startup_objects
 from runtime.metrics import start_flusher
 
 
-def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
+def serve(
+    app: Callable[..., Any],
+    bind: str,
+    socket_mode: int,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     """Listen on ``bind`` (``unix:PATH`` or ``HOST:PORT``) and serve until SIGINT.
 
     bjoern handles SIGINT by leaving its loop after the request in hand, which is how the
-    supervisor stops it without cutting a response short.
+    supervisor stops it without cutting a response short. ``on_listening`` is called once
+    connections reach this server.
     """
     import bjoern
 
@@ -30,6 +36,8 @@ def serve(app: Callable[..., Any], bind: str, socket_mode: int) -> None:
     else:
         host, _, port = bind.rpartition(":")
         bjoern.listen(app, host, int(port))
+    if on_listening is not None:
+        on_listening()
     start_flusher()
     freeze_startup_objects()
     bjoern.run()

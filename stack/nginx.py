@@ -27,6 +27,21 @@ class NginxConfigError(ValueError):
     """The config template lacks a directive the local stack replaces."""
 
 
+_FAIL_TIMEOUT_RE = re.compile(r"\bfail_timeout=(\d+(?:\.\d+)?)(ms|s)?\b")
+
+
+def fail_timeout_s(config: str | None = None) -> float:
+    """The longest ``fail_timeout`` of an upstream server in ``config`` (deploy/nginx.conf by
+    default): how long Nginx leaves out an instance it saw fail (10 s, Nginx's default, when
+    the config sets none)."""
+    text = TEMPLATE.read_text() if config is None else config
+    found = [
+        float(value) / (1000 if unit == "ms" else 1)
+        for value, unit in _FAIL_TIMEOUT_RE.findall(text)
+    ]
+    return max(found, default=10.0)
+
+
 def render_config(template: str, *, upstream_sockets: Sequence[Path], port: int, dir: Path) -> str:
     """The template with a loopback ``port``, these upstream sockets and files under ``dir``."""
     if not upstream_sockets:

@@ -5,6 +5,7 @@ an image that carries nothing but the runtime and its bundle."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -230,3 +231,21 @@ def test_the_submission_is_a_valid_compose_that_pulls_and_never_builds(
     assert [name for name, service in services.items() if "build" in service] == []
     assert {services[name]["image"] for name in ("app1", "app2", "worker1", "worker2")} == {image}
     assert services["nginx"]["ports"][0]["published"] == "9999"
+
+
+def test_sighup_reloads_each_container_in_place(
+    deployment: Deployment, target: ComposeStack
+) -> None:
+    before = {name: deployment.container(name) for name in ("app1", "worker1")}
+
+    for name in before:
+        deployment.kill(name, signal.SIGHUP)
+
+    def reloaded(name: str) -> bool:
+        return '"msg": "reloaded"' in deployment.run(deployment.backend("logs", name), timeout_s=60)
+
+    wait_until(lambda: all(reloaded(name) for name in before), timeout_s=_SETTLE_S, what="reloads")
+    assert {name: deployment.container(name) for name in before} == before  # not restarted
+    count = recorded(deployment)
+    pay(deployment)
+    assert recorded_soon(deployment, count + 1)

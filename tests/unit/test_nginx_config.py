@@ -75,3 +75,14 @@ def test_a_template_without_a_pid_line_is_refused() -> None:
 def test_no_upstream_socket_is_refused() -> None:
     with pytest.raises(NginxConfigError, match="upstream"):
         _render(sockets=[])
+
+
+def test_fail_timeout_is_read_from_the_upstream_servers() -> None:
+    from stack.nginx import fail_timeout_s
+
+    assert (
+        fail_timeout_s("server a max_fails=3 fail_timeout=1s;\nserver b fail_timeout=500ms;") == 1.0
+    )
+    assert fail_timeout_s("server a fail_timeout=2;") == 2.0
+    assert fail_timeout_s("server a;") == 10.0  # Nginx's own default
+    assert fail_timeout_s() == 1.0  # deploy/nginx.conf's, which stack reload waits out
