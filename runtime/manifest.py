@@ -101,6 +101,8 @@ class FunctionSpec:
     concurrency: int = 1
     processes: int = 1
     every_s: float = 0.0
+    settings_given: tuple[str, ...] = ()
+    """The settings keys the manifest entry sets itself (the rest are defaults)."""
 
     @property
     def settings_schema(self) -> type | None:
@@ -314,7 +316,13 @@ def _parse_entry(path: Path, index: int, entry: Any) -> FunctionSpec:
     _check_shape(where, kind, handler, fields.get("methods", ()))
     typed = _typed_settings(where, handler, settings)
     return FunctionSpec(
-        name=name, kind=kind, handler_ref=handler_ref, handler=handler, settings=typed, **fields
+        name=name,
+        kind=kind,
+        handler_ref=handler_ref,
+        handler=handler,
+        settings=typed,
+        settings_given=tuple(settings),
+        **fields,
     )
 
 

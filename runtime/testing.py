@@ -8,6 +8,8 @@ runtime builds, a record reaches a background function through the real journal,
     from runtime import testing
 
     bundle = testing.bundle("functions.yaml", config={"queue": {"dir": str(tmp_path)}})
+    # or the project's own config/app.yaml, with every folder under tmp_path:
+    bundle = testing.isolated_bundle("functions.yaml", tmp_path)
     client = TestClient(testing.create_app(bundle, database=fake_db))
     client.simulate_post("/jobs", json={...})
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import falcon
+import yaml
 
 from runtime.app import create_app as _create_app
 from runtime.bundle import Bundle, bind, load_bundle
@@ -57,6 +60,38 @@ def bundle(
     return load_bundle(
         environ=environ or {}, manifest_path=manifest, data=dict(config or {"instance": "test1"})
     )
+
+
+def isolated_bundle(
+    manifest: str | Path,
+    folder: str | Path,
+    *,
+    config_file: str | Path | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """The bundle at ``manifest`` with its own config file (``config/app.yaml`` beside the
+    manifest by default; ``config`` over it), every folder it writes moved under ``folder``
+    and quick queue polls: a test's copy of the project as it is configured."""
+    manifest = Path(manifest)
+    path = Path(config_file) if config_file else manifest.parent / "config" / "app.yaml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = dict(yaml.safe_load(path.read_text()) or {})
+    folder = Path(folder)
+    queue = {
+        **(data.get("queue") or {}),
+        "dir": str(folder / "queue"),
+        "poll_interval_ms": 1,
+        "commit_interval_ms": 5,
+    }
+    data.update(
+        instance="test1",
+        state_dir=str(folder / "state"),
+        metrics_dir=str(folder / "metrics"),
+        queue=queue,
+    )
+    data.pop("manifest", None)
+    return bundle(manifest, config={**data, **(config or {})})
 
 
 def deps(bundle: Bundle, **given: Any) -> Deps:
