@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench import floor, report
+from bench import floor, official, report
 from bench.k6 import K6Run, K6Unavailable, ensure_k6, run_k6
 from bench.modes import Mode, UnknownMode, mode_names, parse_mode
 from bench.score import (
@@ -182,7 +183,7 @@ def measure_stack(
 ) -> Measured:
     """Bring the stack up with the mode's fees, run k6 against it, take it down."""
     run_kwargs = dict(
-        script=mode.script_path,
+        script=_script(mode, args, out_dir),
         out_dir=out_dir,
         token=str(uuid.uuid4()),
         initial_token=EMULATOR_TOKEN,
@@ -197,12 +198,13 @@ def measure_stack(
         code = run_k6(K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s)
         return Measured(code, out_dir, _read_json(out_dir / "summary.json"))
     if args.compose:
-        return measure_compose(mode, run_kwargs, binary, out_dir)
+        return measure_compose(mode, args, run_kwargs, binary, out_dir)
 
     stack_dir = BENCH_STACKS_DIR / stack_name
     env = {
         **stack_ports(os.environ),
         **os.environ,
+        **_official_ports(args),
         "STACK_DIR": str(stack_dir),
         "STACK_FEES": mode.stack_fees,
     }
@@ -237,12 +239,13 @@ def measure_stack(
 
 
 def measure_compose(
-    mode: Mode, run_kwargs: dict[str, Any], binary: Path, out_dir: Path
+    mode: Mode, args: argparse.Namespace, run_kwargs: dict[str, Any], binary: Path, out_dir: Path
 ) -> Measured:
     """Bring the compose deployment up with the mode's fees, run k6 against it, take it down."""
     env = {
         **stack_ports(os.environ),
         **os.environ,
+        **_official_ports(args),
         "STACK_FEES": mode.stack_fees,
         "STACK_COMPOSE_PROJECT": "rinha-bench",
         "STACK_PROCESSOR_NETWORK": "payment-processor-bench",
@@ -289,10 +292,23 @@ def _during(after: dict[str, Usage], before: dict[str, Usage]) -> dict[str, Usag
     }
 
 
+def _official_ports(args: argparse.Namespace) -> dict[str, str]:
+    """With ``--official``: the ports the contest's requests.js calls, for our stack."""
+    return {name: str(port) for name, port in official.PORTS.items()} if args.official else {}
+
+
+def _script(mode: Mode, args: argparse.Namespace, out_dir: Path) -> Path:
+    """The mode's script: ours, or the contest's own copied into ``out_dir`` (k6 runs there,
+    so the ``final-results.json`` it writes lands beside our summary)."""
+    if not args.official:
+        return mode.script_path
+    return official.prepare(args.official, args.vendor, out_dir / "official", mode.name)
+
+
 def _k6_against(url: str, mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path) -> int:
     """Run the mode's script with ``url`` as the backend and both processors' admin API."""
     run = K6Run(
-        script=mode.script_path,
+        script=_script(mode, args, out_dir),
         out_dir=out_dir,
         backend_url=url,
         default_url=url,
@@ -307,8 +323,9 @@ def _k6_against(url: str, mode: Mode, args: argparse.Namespace, binary: Path, ou
 def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: Path) -> Measured:
     """The same test, same VUs and timeline, against the floor Nginx under Nginx's limits."""
     print("bench: measuring the floor (Nginx alone answering 200)", flush=True)
+    ports = tuple(official.PORTS.values()) if args.official else ()
     with floor.floor_nginx(
-        out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf"
+        out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf", ports=ports
     ) as fl:
         code = _k6_against(fl.url, mode, args, binary, out_dir)
     usage = {FLOOR_SERVICE: fl.usage} if fl.usage is not None else {}
@@ -379,6 +396,14 @@ def summarize(
                 data["p99_over_floor"] = float(score.p99_ms) / floor_p99
             if ours.exit_code != 0:
                 lines.append(f"  note: k6 exited {ours.exit_code}")
+            own = _contest_result(ours.out_dir)
+            if own is not None:
+                lines.append(
+                    f"  contest's own  total_liquido {own.get('total_liquido')}, p99 "
+                    f"{own.get('p99', {}).get('valor')}, lag {own.get('lag', {}).get('lag')} "
+                    f"(its {own.get('_file')})"
+                )
+                data["contest_result"] = own
         if args.backend:
             lines.append("  cgroup usage: n/a (a backend started elsewhere)")
         else:
@@ -394,6 +419,15 @@ def summarize(
         if floor_run.usage:
             lines += report.usage_lines(floor_run.usage, floor_run.limits, _accepted(floor_run))
     return lines, data
+
+
+def _contest_result(out_dir: Path) -> dict[str, Any] | None:
+    """What the contest's own script wrote of its run, if it ran (``--official``)."""
+    for name in ("final-results.json", "partial-results.json"):
+        found = _read_json(out_dir / name)
+        if found is not None:
+            return {**found, "_file": name}
+    return None
 
 
 def _accepted(run: Measured) -> int | None:
@@ -448,6 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://127.0.0.1:8002",
         help="with --backend: the fallback processor (token 123 at start)",
     )
+    parser.add_argument(
+        "--official",
+        metavar="DIR",
+        type=Path,
+        help="run the contest's own scripts from DIR, a checkout of "
+        "github.com/zanfranceschi/rinha-de-backend-2025 (final: commit e853c851c0e0); "
+        "the stack and the floor then listen on 9999, 8001 and 8002",
+    )
+    parser.add_argument(
+        "--vendor",
+        metavar="DIR",
+        type=Path,
+        default=official.DEFAULT_VENDOR,
+        help="with --official: local copies of the scripts' remote imports "
+        f"(python -m bench.official vendor); default {official.DEFAULT_VENDOR}",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"default {RESULTS_DIR}")
     parser.add_argument(
         "--keep-stack", action="store_true", help="keep the stack's folder under var/bench/"
@@ -467,6 +517,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--scale: expected a factor in (0, 1], found {args.scale}")
     if args.vus is not None and args.vus < 1:
         parser.error(f"--vus: expected at least 1, found {args.vus}")
+    if args.official:
+        if args.scale != 1:
+            parser.error("--official runs the contest's scripts as they are: no --scale/--short")
+        if args.backend:
+            parser.error("--official calls localhost:9999 itself: no --backend")
+        taken = [str(port) for port in official.PORTS.values() if tcp_open(port)]
+        if taken:
+            print(
+                f"bench: --official needs ports {', '.join(map(str, official.PORTS.values()))} "
+                f"(the contest's requests.js calls them); in use: {', '.join(taken)} "
+                "(`make down` stops a local stack)",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-official-") as tmp:
+                official.prepare(args.official, args.vendor, Path(tmp), mode.name)
+        except official.OfficialUnavailable as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
     try:
         binary = ensure_k6()
     except K6Unavailable as exc:

@@ -55,8 +55,12 @@ def main_context(template: str | None) -> str:
     return head + "\n" if "events" in head else _DEFAULT_MAIN
 
 
-def floor_config(port: int, dir: Path, template: str | None = None) -> str:
-    """An nginx.conf answering the backend's and the processors' endpoints with fixed bodies."""
+def floor_config(
+    port: int, dir: Path, template: str | None = None, extra_ports: tuple[int, ...] = ()
+) -> str:
+    """An nginx.conf answering the backend's and the processors' endpoints with fixed bodies
+    (on ``extra_ports`` too: the contest's scripts call the processors on ports of their own)."""
+    extra = "".join(f"        listen 127.0.0.1:{p} backlog=4096;\n" for p in extra_ports)
     return f"""# The benchmark's floor: Nginx alone, answering every endpoint at once.
 {main_context(template)}pid {dir / "nginx.pid"};
 error_log {dir / "error.log"} warn;
@@ -70,7 +74,7 @@ http {{
 
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-
+{extra}
         location = /admin/configurations/token {{ return 204; }}
         location = /admin/payments-summary {{ return 200 '{PROCESSOR_SUMMARY}'; }}
         location = /payments-summary {{ return 200 '{BACKEND_SUMMARY}'; }}
@@ -128,7 +132,11 @@ def limited_argv(joins: list[str], argv: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def floor_nginx(
-    dir: Path, *, service: str = "nginx", template: Path | None = None
+    dir: Path,
+    *,
+    service: str = "nginx",
+    template: Path | None = None,
+    ports: tuple[int, ...] = (),
 ) -> Iterator[FloorNginx]:
     """Run the floor Nginx under ``service``'s compose limits until the block ends.
 
@@ -137,10 +145,10 @@ def floor_nginx(
     """
     dir.mkdir(parents=True, exist_ok=True)
     (dir / "tmp").mkdir(exist_ok=True)
-    port = free_port()
+    port = ports[0] if ports else free_port()
     text = template.read_text() if template and template.is_file() else None
     conf = dir / "nginx.conf"
-    conf.write_text(floor_config(port, dir, text))
+    conf.write_text(floor_config(port, dir, text, tuple(ports[1:])))
     joined, cgroups, why_not = limit_services(dir, [service])
     joins = joined.get(service, [])
     if why_not:

@@ -170,10 +170,13 @@ def totals_from_k6_summary(
         return metrics.get(name, {}).get("count", 0)
 
     def processor(name: str) -> ProcessorTotals:
+        amount = _decimal(count(f"{name}_total_amount"))
+        rate = _decimal(count(f"{name}_fee_per_transaction"))
+        if not rate and amount and count(f"{name}_total_fee"):
+            # The contest's own scripts export the fee charged, not the rate.
+            rate = (_decimal(count(f"{name}_total_fee")) / amount).quantize(Decimal("0.0001"))
         return ProcessorTotals(
-            requests=int(count(f"{name}_total_requests")),
-            amount=_decimal(count(f"{name}_total_amount")),
-            fee_rate=_decimal(count(f"{name}_fee_per_transaction")),
+            requests=int(count(f"{name}_total_requests")), amount=amount, fee_rate=rate
         )
 
     p99 = metrics.get(p99_metric, {}).get("p(99)")
