@@ -141,12 +141,22 @@ def fetch_vendor(contest: Path, vendor: Path) -> list[str]:
             else:
                 with urllib.request.urlopen(f"https://{url}", timeout=_FETCH_TIMEOUT_S) as r:
                     target.write_bytes(r.read())
+                _fetch_source_map(url, target)
         except (OSError, urllib.error.URLError, subprocess.SubprocessError, KeyError) as exc:
             hint = ""
             if url.startswith("jslib.k6.io/"):
                 hint = f" (github.com/grafana/jslib.k6.io: lib/{url.split('/', 1)[1]})"
             failed.append(f"https://{url}{hint}: {exc}")
     return failed
+
+
+def _fetch_source_map(url: str, target: Path) -> None:
+    """The file's source map, where there is one: without it k6 warns at every start."""
+    try:
+        with urllib.request.urlopen(f"https://{url}.map", timeout=_FETCH_TIMEOUT_S) as r:
+            target.with_name(target.name + ".map").write_bytes(r.read())
+    except (OSError, urllib.error.URLError):
+        pass  # optional
 
 
 def _from_npm(name: str, version: str, target: Path) -> None:
