@@ -13,7 +13,6 @@ from pathlib import Path
 
 from runtime.manifest import KINDS, ROLES
 
-_MIGRATE_TIMEOUT_S = 60.0
 _INVOKE_TIMEOUT_S = 10.0
 
 _COMMANDS = {
@@ -253,16 +252,11 @@ def _migrate(args: argparse.Namespace) -> int:
     import logging
 
     from runtime.config import load_runtime_config
-    from runtime.db import Database
     from runtime.logs import setup_logging
-    from runtime.migrations import migrate_when_ready
+    from runtime.migrations import migrate_database
 
     config = load_runtime_config(args.config, instance=args.instance)
     setup_logging(config.logging.level, f"{config.instance}/migrate")
-    database = Database(config.postgres)
-    try:
-        applied = migrate_when_ready(database, Path(config.migrations), _MIGRATE_TIMEOUT_S)
-    finally:
-        database.close()
+    applied = migrate_database(config.postgres, Path(config.migrations))
     logging.getLogger("runtime").info("migrations up to date", extra={"applied_now": applied})
     return 0

@@ -12,6 +12,7 @@ import re
 import time
 from pathlib import Path
 
+from runtime.config import PostgresConfig
 from runtime.db import Database, DatabaseUnavailable
 from runtime.errors import RuntimeStartError
 
@@ -69,6 +70,15 @@ def migrate(db: Database, folder: Path) -> list[int]:
         return applied
     finally:
         db.run("SELECT pg_advisory_unlock(:key)", key=_LOCK_KEY)
+
+
+def migrate_database(config: PostgresConfig, folder: Path, timeout_s: float = 60.0) -> list[int]:
+    """Open the config's database, ``migrate_when_ready``, close it; returns what was applied."""
+    db = Database(config)
+    try:
+        return migrate_when_ready(db, folder, timeout_s)
+    finally:
+        db.close()
 
 
 def migrate_when_ready(db: Database, folder: Path, timeout_s: float) -> list[int]:

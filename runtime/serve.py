@@ -14,11 +14,10 @@ from pathlib import Path
 
 from runtime.bundle import Bundle, check_bundle, load_bundle
 from runtime.config import RuntimeConfig
-from runtime.db import Database
 from runtime.errors import ConfigError, ManifestError, RuntimeStartError
 from runtime.logs import setup_logging
 from runtime.metrics import enable_multiprocess
-from runtime.migrations import migrate_when_ready
+from runtime.migrations import migrate_database
 from runtime.supervisor import (
     Child,
     Reloader,
@@ -28,7 +27,6 @@ from runtime.supervisor import (
     unit_name,
 )
 
-_MIGRATE_TIMEOUT_S = 60.0
 _FIXED_ON_RELOAD = ("instance", "metrics_dir")
 
 
@@ -108,8 +106,4 @@ def bundle_modules(root: Path) -> list[str]:
 
 
 def _migrate(config: RuntimeConfig) -> list[int]:
-    database = Database(config.postgres)
-    try:
-        return migrate_when_ready(database, Path(config.migrations), _MIGRATE_TIMEOUT_S)
-    finally:
-        database.close()
+    return migrate_database(config.postgres, Path(config.migrations))
