@@ -60,11 +60,9 @@ class _Watched:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return value(*args, **kwargs)
-            except (DatabaseUnavailable, OSError) as exc:
-                self._seen.append(f"{self._label} did not answer: {exc}")
-                raise
             except Exception as exc:
-                if type(exc).__module__.startswith("pymemcache"):
+                unreachable = isinstance(exc, DatabaseUnavailable | OSError)
+                if unreachable or type(exc).__module__.startswith("pymemcache"):
                     self._seen.append(f"{self._label} did not answer: {exc}")
                 raise
 

@@ -53,7 +53,7 @@ def setting_rows(bundle: Bundle, spec: FunctionSpec) -> list[tuple[str, str, str
     for field in dataclasses.fields(schema):
         path = f"{FUNCTIONS_SECTION}.{spec.name}.{field.name}"
         origin = bundle.source.origin(path)
-        if origin is None or origin == f"{FUNCTIONS_SECTION}.{spec.name}":
+        if origin is None:
             origin = "functions.yaml" if field.name in spec.settings_given else "default"
         elif origin == "file":
             origin = str(bundle.source.file or "config file")
