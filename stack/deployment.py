@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -125,6 +125,10 @@ class Deployment:
             *args,
         ]
 
+    def _compose_of(self, service: str) -> Callable[..., list[str]]:
+        """``processors`` for an emulator's service, ``backend`` for ours."""
+        return self.processors if service in PROCESSOR_SERVICES else self.backend
+
     def run(self, argv: list[str], *, timeout_s: float, out: TextIO | None = None) -> str:
         """Run a compose command; its output goes to ``out`` (or is returned).
 
@@ -196,18 +200,17 @@ class Deployment:
 
     def container(self, service: str) -> str | None:
         """The running container of ``service`` (a processor too), or ``None``."""
-        argv = self.processors if service in PROCESSOR_SERVICES else self.backend
-        found = self.run(argv("ps", "-q", service), timeout_s=60).split()
+        found = self.run(self._compose_of(service)("ps", "-q", service), timeout_s=60).split()
         return found[0] if found else None
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         """``docker compose kill -s SIG service``."""
-        argv = self.processors if service in PROCESSOR_SERVICES else self.backend
+        argv = self._compose_of(service)
         self.run(argv("kill", "-s", signal.Signals(sig).name, service), timeout_s=60)
 
     def start(self, service: str) -> None:
         """``docker compose start service`` (after a kill), and wait until it is healthy."""
-        argv = self.processors if service in PROCESSOR_SERVICES else self.backend
+        argv = self._compose_of(service)
         self.run(argv("start", service), timeout_s=120)
         self.run(argv("up", "-d", "--wait", "--no-recreate", service), timeout_s=300)
 
