@@ -115,7 +115,7 @@ class Target(Protocol):
     def healthy(self) -> bool: ...
 
 
-def _healthy(url: str) -> bool:
+def healthy_through_nginx(url: str) -> bool:
     """Whether ``/health`` through Nginx answers 200."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
@@ -179,7 +179,7 @@ class Stack:
 
     def healthy(self) -> bool:
         """Whether ``/health`` through Nginx answers 200."""
-        return _healthy(self.url)
+        return healthy_through_nginx(self.url)
 
 
 class ComposeStack:
@@ -196,7 +196,7 @@ class ComposeStack:
 
     def healthy(self) -> bool:
         """Whether ``/health`` through Nginx answers 200."""
-        return _healthy(self.url)
+        return healthy_through_nginx(self.url)
 
 
 def compose_faults(target: ComposeStack) -> dict[str, Fault]:

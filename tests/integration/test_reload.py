@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import config_reload_fault, run_scenario
+from bench.faults import config_reload_fault, healthy_through_nginx, run_scenario
 from emulator.processors import Processors
 from stack import nginx, probes
 from stack.memcached import MemcachedServer
@@ -53,9 +53,7 @@ class _Target:
         self.processors = processors
 
     def healthy(self) -> bool:
-        return probes.answers_200(
-            lambda: probes.http_get(int(self.url.rsplit(":", 1)[1]), "/health")
-        )
+        return healthy_through_nginx(self.url)
 
 
 def reload_instances(backend: Backend) -> str | None:
