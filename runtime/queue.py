@@ -45,6 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from runtime.errors import InstanceInUse
 
@@ -204,9 +205,13 @@ class QueueProducer:
             self._writing = None
 
 
-@dataclass(order=True, frozen=True)
-class Position:
-    """A place in a producer's journal: a segment and a byte offset in it."""
+class Position(NamedTuple):
+    """A place in a producer's journal: a segment and a byte offset in it.
+
+    A tuple, so that ordering is C-level: the commit takes the least of every position in
+    flight, hundreds of them, ten times a second (as an ordered dataclass that was a fifth of
+    a busy forwarder's own time).
+    """
 
     seq: int
     offset: int
@@ -225,8 +230,7 @@ class _Source:
     in_flight: set[Position] = field(default_factory=set)
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """A record handed to a consumer, with what it takes to acknowledge it."""
 
     producer: str
