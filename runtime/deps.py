@@ -152,9 +152,10 @@ class Deps:
             self._writers[queue] = QueueWriter(queue, producer, encoder(self.queue_spec(queue)))
         return self._writers[queue]
 
-    def consumer(self, queue: str) -> QueueConsumer:
-        """A consumer of ``queue``'s journals; each producer is read by one consumer only."""
-        return QueueConsumer(self.queue_dir(queue), owner=self.config.instance)
+    def consumer(self, queue: str, *, one: bool = False) -> QueueConsumer:
+        """A consumer of ``queue``'s journals; each producer is read by one consumer only.
+        With ``one``, a single consumer in the deployment reads them all at a time."""
+        return QueueConsumer(self.queue_dir(queue), owner=self.config.instance, one=one)
 
     def queue_spec(self, queue: str) -> QueueSpec:
         """What the manifest says of ``queue`` (JSON records when there is no manifest)."""

@@ -24,6 +24,10 @@ the manifest::
                                              # background: the queue it consumes
         concurrency: 256                     # background: items in flight per process
         processes: 1                         # background: processes per instance
+        consumers: each                      # background: each (every instance reads its
+                                             #   own journal) | one (one process in the
+                                             #   deployment reads them all, the others
+                                             #   stand by and take over when it stops)
         every_s: 1.0                         # schedule: seconds between runs
         settings: {}                         # values for the handler's Settings dataclass
 
@@ -75,13 +79,14 @@ _TOP_KEYS = {"functions", "config", "metrics", "queues"}
 _COMMON_KEYS = {"name", "handler", "kind", "settings"}
 _KIND_KEYS = {
     "http": {"route", "methods", "queue"},
-    "background": {"queue", "concurrency", "processes"},
+    "background": {"queue", "concurrency", "processes", "consumers"},
     "schedule": {"every_s"},
 }
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _MAX_CONCURRENCY = 4096
 _MAX_PROCESSES = 16
+CONSUMERS = ("each", "one")
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class FunctionSpec:
     queue: str | None = None
     concurrency: int = 1
     processes: int = 1
+    consumers: str = "each"
+    """``one``: a single process in the whole deployment consumes the queue at a time."""
     every_s: float = 0.0
     settings_given: tuple[str, ...] = ()
     """The settings keys the manifest entry sets itself (the rest are defaults)."""
@@ -386,7 +393,17 @@ def _background_fields(where: str, entry: dict[str, Any]) -> dict[str, Any]:
         raise ManifestError(f"{where}: 'queue' must name the queue it consumes, found {queue!r}")
     concurrency = _whole(where, entry, "concurrency", 1, 1, _MAX_CONCURRENCY)
     processes = _whole(where, entry, "processes", 1, 1, _MAX_PROCESSES)
-    return {"queue": queue, "concurrency": concurrency, "processes": processes}
+    consumers = entry.get("consumers", "each")
+    if consumers not in CONSUMERS:
+        raise ManifestError(
+            f"{where}: 'consumers' must be one of {', '.join(CONSUMERS)}, found {consumers!r}"
+        )
+    return {
+        "queue": queue,
+        "concurrency": concurrency,
+        "processes": processes,
+        "consumers": consumers,
+    }
 
 
 def _schedule_fields(where: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,14 @@ over from the committed offset, handing the journal back once it has drained it.
 the committed offset are delivered again after such a take-over: background functions must
 be idempotent.
 
+With one consumer for the deployment (``one=True``, a background function's ``consumers:
+one``), each consumer first takes the queue's ``.active-consumer`` flock: the one holding it
+reads every journal, the others read nothing and try again at each ``claim``. When the active
+consumer's process ends, the kernel releases its locks, and the next ``claim`` of a standby
+takes the queue over from the committed offsets. Per-read costs (a database round trip per
+batch, a shared-state refresh, a poll) are then paid once for the deployment, on batches
+twice the size.
+
 A producer starts a new segment when the current one is full, whenever it starts, and after a
 write fails (a full disk), so a segment is never written again once a newer one exists; the
 consumer deletes a segment once its committed offset has moved past it, which is what frees a
@@ -52,6 +60,7 @@ from runtime.errors import InstanceInUse
 _log = logging.getLogger("runtime.queue")
 _SEGMENT_RE = re.compile(r"^(?P<producer>[A-Za-z0-9_-]+)\.(?P<seq>\d{10})\.seg$")
 _READ_CHUNK_BYTES = 256 * 1024
+_ACTIVE_LOCK = ".active-consumer"  # a producer's name cannot start with a dot
 
 
 class QueueFull(Exception):
@@ -244,10 +253,19 @@ class QueueConsumer:
     Thread-safe: worker threads call ``done`` while one thread calls ``read``.
     """
 
-    def __init__(self, queue_dir: Path, owner: str | None = None, takeover_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        queue_dir: Path,
+        owner: str | None = None,
+        takeover_s: float = 5.0,
+        *,
+        one: bool = False,
+    ) -> None:
         self._dir = queue_dir
-        self._owner = owner
+        self._owner = None if one else owner
         self._takeover_s = takeover_s
+        self._one = one
+        self._active_fd = -1
         self._free_since: dict[str, float] = {}
         self._sources: dict[str, _Source] = {}
         self._lock = threading.Lock()
@@ -262,6 +280,8 @@ class QueueConsumer:
         """
         now = time.monotonic() if now is None else now
         self._dir.mkdir(parents=True, exist_ok=True)
+        if self._one and not self._hold_active():
+            return []
         self._release_drained_foreign()
         for producer in _segments(self._dir):
             if producer in self._sources:
@@ -287,6 +307,24 @@ class QueueConsumer:
             with self._lock:
                 self._sources[producer] = _Source(producer, lock_fd, committed, committed)
         return sorted(self._sources)
+
+    def is_active(self) -> bool:
+        """Whether this consumer reads the queue: always, unless it is one of several
+        candidates for the deployment's one consumer and another holds the part."""
+        return not self._one or self._active_fd >= 0
+
+    def _hold_active(self) -> bool:
+        if self._active_fd >= 0:
+            return True
+        fd = os.open(self._dir / _ACTIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._active_fd = fd
+        _log.info("active consumer of the queue", extra={"queue": self._dir.name})
+        return True
 
     def _lock_is_free(self, producer: str) -> bool:
         fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -454,3 +492,6 @@ class QueueConsumer:
                 os.close(source.fd)
             os.close(source.lock_fd)
         self._sources.clear()
+        if self._active_fd >= 0:  # last: a standby takes over only once the journals are free
+            os.close(self._active_fd)
+            self._active_fd = -1

@@ -25,6 +25,11 @@ trip per batch instead of one per item. It returns the messages to dispatch, and
 attach a ``note`` to each for ``handle``; those it leaves out are acknowledged. If it raises,
 the batch is dispatched without notes, as if there were no ``prepare``. A coroutine function's
 ``prepare``, ``start`` and ``stop`` may be coroutines too.
+
+With ``consumers: one`` in the manifest, one process in the whole deployment consumes the
+queue (``runtime.queue`` explains the lock); the function's ``start`` is called in the process
+that holds it, and in a standby only once it takes the queue over, so a standby spends nothing
+on connections or threads of its own. ``stop`` is called either way.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 5.0
 _DRAIN_TIMEOUT_S = 10.0
 _IDLE_POLL_MAX_S = 0.02
+_STANDBY_POLL_S = _CLAIM_INTERVAL_S  # a standby only waits for its claim to succeed
 
 
 class Message:
@@ -118,7 +124,7 @@ class BackgroundRunner:
         self._prepare: Callable[[list[Message]], Any] | None = (
             prepare if callable(prepare) else None
         )
-        self._consumer: QueueConsumer = deps.consumer(spec.queue)
+        self._consumer: QueueConsumer = deps.consumer(spec.queue, one=spec.consumers == "one")
         self._settle: Callable[[Item], None] = self._consumer.done
         if on_settled is not None:
             done = self._consumer.done
@@ -140,6 +146,9 @@ class BackgroundRunner:
         self._poll_s = queue_cfg.poll_interval_ms / 1000
         self._commit_s = queue_cfg.commit_interval_ms / 1000
         self._next_claim = self._next_commit = self._next_gauge = 0.0
+        # ``start`` is called once this process's consumer reads the queue: at once, or, for a
+        # standby of a ``consumers: one`` function, when it takes the queue over.
+        self._started = False
 
     def run(self) -> None:
         """Consume until ``stop`` is set, then let in-flight items finish (bounded) and commit."""
@@ -155,6 +164,11 @@ class BackgroundRunner:
         if self._stop.is_set():
             self._stopping.set()
         return self._stopping.is_set()
+
+    def _became_active(self) -> None:
+        """The function has started: its consumer reads the queue from now on."""
+        self._started = True
+        freeze_startup_objects()
 
     def _idle(self, got: int) -> bool:
         """With ``until_idle``: whether everything read is settled and nothing waits unread."""
@@ -255,14 +269,16 @@ class BackgroundRunner:
             )
             thread.start()
             self._threads.append(thread)
-        start = getattr(self._handler, "start", None)
-        if callable(start):
-            start()
-        freeze_startup_objects()
         idle_s = self._poll_s
         try:
             while not self._stop_seen():
                 self._housekeeping()
+                if not self._started:
+                    if not self._consumer.is_active():
+                        self._stop.wait(_STANDBY_POLL_S)
+                        continue
+                    _maybe_call(getattr(self._handler, "start", None))
+                    self._became_active()
                 got = self._dispatch_batch()
                 if self._idle(got):
                     break
@@ -353,12 +369,16 @@ class BackgroundRunner:
 
     async def _run_loop(self) -> None:
         self._stopping.bind(asyncio.get_running_loop())
-        await _maybe_await(getattr(self._handler, "start", None))
-        freeze_startup_objects()
         idle_s = self._poll_s
         try:
             while not self._stop_seen():
                 self._housekeeping()
+                if not self._started:
+                    if not self._consumer.is_active():
+                        await self._stopping.sleep(_STANDBY_POLL_S)
+                        continue
+                    await _maybe_await(getattr(self._handler, "start", None))
+                    self._became_active()
                 got = await self._dispatch_tasks()
                 if self._idle(got):
                     break
@@ -411,6 +431,11 @@ class BackgroundRunner:
                 await asyncio.wait(pending, timeout=1.0)
         await _maybe_await(getattr(self._handler, "stop", None))
         self._consumer.close()  # commits what is settled
+
+
+def _maybe_call(method: Any) -> None:
+    if callable(method):
+        method()
 
 
 async def _maybe_await(method: Any, *args: Any) -> Any:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from unittest.mock import create_autospec
@@ -114,7 +114,29 @@ class AsyncDeferringRecorder(DeferringRecorder):
         self._acks.put((message.body["id"], message.defer()))
 
 
+class StartingRecorder(Recorder):
+    """Notes when it is started, and which instance handled each item."""
+
+    def start(self) -> None:
+        self.extras["started"].append(id(self))
+
+    def handle(self, message: Message) -> None:
+        self._ledger.record({**message.body, "by": id(self)})
+
+
+class AsyncStartingRecorder(StartingRecorder):
+    """``StartingRecorder`` as coroutines."""
+
+    async def start(self) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        super().start()
+
+    async def handle(self, message: Message) -> None:  # type: ignore[override]
+        await asyncio.to_thread(self._ledger.record, {**message.body, "by": id(self)})
+
+
 _ASYNC_TWIN = {
+    StartingRecorder: AsyncStartingRecorder,
     Recorder: AsyncRecorder,
     BatchRecorder: AsyncBatchRecorder,
     DeferringRecorder: AsyncDeferringRecorder,
@@ -130,7 +152,11 @@ def style(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
 
 def spec(
-    ledger: Ledger, concurrency: int = 4, handler: type = Recorder, **extras: Any
+    ledger: Ledger,
+    concurrency: int = 4,
+    handler: type = Recorder,
+    consumers: str = "each",
+    **extras: Any,
 ) -> FunctionSpec:
     if _STYLE == "asyncio":
         handler = _ASYNC_TWIN[handler]
@@ -142,6 +168,7 @@ def spec(
         handler=wired,
         queue="jobs",
         concurrency=concurrency,
+        consumers=consumers,
     )
 
 
@@ -358,3 +385,31 @@ def test_a_deferred_item_is_settled_by_its_ack_not_by_handle_returning(
                 ack()  # from the test's thread, as a database writer thread would
 
     assert unacknowledged(deps) == ["never-acked"]
+
+
+def test_with_one_consumer_a_standby_starts_and_reads_only_once_the_active_one_stops(
+    deps: Deps, ledger: Any
+) -> None:
+    started: list[int] = []
+    function = spec(ledger, handler=StartingRecorder, consumers="one", started=started)
+
+    def handled_by() -> dict[str, int]:
+        return {call.args[0]["id"]: call.args[0]["by"] for call in ledger.record.call_args_list}
+
+    put(deps, "first")
+    with ExitStack() as first_runner:
+        first_runner.enter_context(running(function, deps))
+        wait_until(lambda: handled(ledger) == ["first"], timeout_s=_WAIT_S, what="first item")
+        [active] = started
+        with running(function, deps):  # a standby beside it
+            put(deps, "second")
+            wait_until(lambda: len(handled(ledger)) == 2, timeout_s=_WAIT_S, what="second item")
+            assert started == [active]  # the standby has not started
+            assert handled_by() == {"first": active, "second": active}
+
+            first_runner.close()  # the active one stops
+            put(deps, "third")
+            wait_until(lambda: len(handled(ledger)) == 3, timeout_s=_WAIT_S, what="takeover")
+            [_, standby] = started
+            assert handled_by() == {"first": active, "second": active, "third": standby}
+    assert unacknowledged(deps) == []

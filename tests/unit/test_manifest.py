@@ -243,6 +243,11 @@ def test_a_missing_manifest_says_it_cannot_be_read(tmp_path: Path) -> None:
             "function 'hi': 'processes' must be a whole number 1 to 16, found 17",
         ),
         (
+            "functions:\n  - {name: hi, kind: background, handler: 'x.py:X', queue: q,"
+            " consumers: two}\n",
+            "function 'hi': 'consumers' must be one of each, one, found 'two'",
+        ),
+        (
             "functions:\n  - {name: hi, kind: schedule, handler: 'x.py:X', every_s: 0}\n",
             "function 'hi': 'every_s' must be a number of seconds > 0, found 0",
         ),

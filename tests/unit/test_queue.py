@@ -195,6 +195,56 @@ def test_each_consumer_claims_only_producers_no_one_else_holds(queue_dir: Path) 
         other.close()
 
 
+def test_one_consumer_for_the_deployment_reads_every_journal_while_the_other_stands_by(
+    queue_dir: Path,
+) -> None:
+    producers = [QueueProducer(queue_dir, name, SEGMENT_BYTES) for name in ("app1", "app2")]
+    for n, producer in enumerate(producers):
+        producer.put(record(n))
+    active = QueueConsumer(queue_dir, owner="app1", one=True)
+    standby = QueueConsumer(queue_dir, owner="app2", one=True)
+    try:
+        assert active.claim() == ["app1", "app2"]  # its own and the other instance's
+        assert active.is_active()
+        assert standby.claim() == []
+        assert not standby.is_active()
+        assert standby.read(10) == []
+        items = active.read(10)
+        assert sorted(item.body for item in items) == [record(0), record(1)]
+        active.done(items[0])
+        producers[1].put(record(2))
+
+        active.close()
+
+        # Everything from the committed offsets: the unsettled item again, and the new one.
+        assert standby.claim() == ["app1", "app2"]
+        assert standby.is_active()
+        assert sorted(read_all(standby)) == sorted([items[1].body, record(2)])
+    finally:
+        for producer in producers:
+            producer.close()
+        active.close()
+        standby.close()
+
+
+def test_the_standby_takes_over_only_once_the_active_consumer_has_let_go(queue_dir: Path) -> None:
+    producer = QueueProducer(queue_dir, "app1", SEGMENT_BYTES)
+    producer.put(record(1))
+    active = QueueConsumer(queue_dir, owner="app1", one=True)
+    standby = QueueConsumer(queue_dir, owner="app2", one=True)
+    try:
+        active.claim()
+        for _ in range(3):  # however often it asks
+            assert standby.claim() == []
+        active.close()
+        assert standby.claim() == ["app1"]
+        assert read_all(standby) == [record(1)]
+    finally:
+        producer.close()
+        active.close()
+        standby.close()
+
+
 def test_a_producer_starts_a_new_segment_each_time_it_opens(queue_dir: Path) -> None:
     for _ in range(2):
         producer = QueueProducer(queue_dir, "app1", SEGMENT_BYTES)
