@@ -38,7 +38,8 @@ def serves(spec: FunctionSpec) -> str:
         return f"{text} -> {spec.queue}" if spec.queue else text
     if spec.kind == "background":
         processes = f" x {spec.processes} processes" if spec.processes != 1 else ""
-        return f"queue {spec.queue}, {spec.concurrency} in flight{processes}"
+        one = ", one consumer for the deployment" if spec.consumers == "one" else ""
+        return f"queue {spec.queue}, {spec.concurrency} in flight{processes}{one}"
     return f"every {spec.every_s:g} s"
 
 
