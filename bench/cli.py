@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +38,7 @@ from typing import Any
 from bench import floor, official, report
 from bench.k6 import K6Run, K6Unavailable, ensure_k6, run_k6
 from bench.modes import Mode, UnknownMode, mode_names, parse_mode
+from bench.sampler import UsageSampler
 from bench.score import (
     REFERENCE_P99_MS,
     Score,
@@ -222,13 +223,14 @@ def measure_stack(
         elif not wait_for_backend(target.backend_url):
             print("bench: the backend never answered GET /payments-summary", flush=True)
         else:
-            before = stack_usage(settings.pids_dir)
-            measured.exit_code = run_k6(
-                K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s
-            )
-            measured.summary = _read_json(out_dir / "summary.json")
             # Read before `down`, which removes the cgroups.
-            measured.usage = _during(stack_usage(settings.pids_dir), before)
+            _run_measured(
+                measured,
+                K6Run(**run_kwargs, **asdict(target)),
+                binary,
+                mode,
+                lambda: stack_usage(settings.pids_dir),
+            )
     finally:
         if settings.logs_dir.is_dir():
             shutil.copytree(settings.logs_dir, out_dir / "logs", dirs_exist_ok=True)
@@ -268,12 +270,9 @@ def measure_compose(
         elif not wait_for_backend(target.backend_url):
             print("bench: the backend never answered GET /payments-summary", flush=True)
         else:
-            before = deployment.usage()
-            measured.exit_code = run_k6(
-                K6Run(**run_kwargs, **asdict(target)), binary, mode.duration_s
+            _run_measured(
+                measured, K6Run(**run_kwargs, **asdict(target)), binary, mode, deployment.usage
             )
-            measured.summary = _read_json(out_dir / "summary.json")
-            measured.usage = _during(deployment.usage(), before)
     finally:
         (out_dir / "logs").mkdir(exist_ok=True)
         with contextlib.suppress(Exception):
@@ -282,6 +281,27 @@ def measure_compose(
         with contextlib.suppress(Exception):
             deployment.down(volumes=True, out=sys.stdout)
     return measured
+
+
+def _run_measured(
+    measured: Measured,
+    run: K6Run,
+    binary: Path,
+    mode: Mode,
+    usage: Callable[[], dict[str, Usage]],
+) -> None:
+    """Run k6 with each service's usage sampled every 10 s (``bench.sampler``); fill in the
+    exit code, k6's summary and the usage over the test."""
+    before = usage()
+    sampler = UsageSampler(usage)
+    sampler.start()
+    try:
+        measured.exit_code = run_k6(run, binary, mode.duration_s)
+    finally:
+        sampler.stop()
+        sampler.write(measured.out_dir)
+    measured.summary = _read_json(measured.out_dir / "summary.json")
+    measured.usage = _during(usage(), before)
 
 
 def _during(after: dict[str, Usage], before: dict[str, Usage]) -> dict[str, Usage]:

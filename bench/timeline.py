@@ -5,7 +5,9 @@
 k6's web dashboard keeps a snapshot of every metric per period (10 s) in ``report.html``; this
 reads the requests' p99, count and VUs of each period there, for our run and for the floor's
 (``results/<run>/floor/report.html``), side by side. Nothing is added to the k6 script for it:
-tagging each request with its stage slowed k6 enough to move the floor.
+tagging each request with its stage slowed k6 enough to move the floor. Where the bench
+sampled the cgroups (``usage-timeline.json``, ``bench.sampler``), each row also shows how busy
+the machine and each service were, and which were throttled.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.sampler import FILE_NAME
 
 _DATA_SCRIPT = re.compile(r'<script[^>]*id="data"[^>]*>([^<]*)</script>')
 _DURATION = "http_req_duration"
@@ -89,20 +93,46 @@ def _first(values: list[float] | None) -> float | None:
     return values[0] if values else None
 
 
-def table(ours: list[Period], floor: list[Period]) -> list[str]:
-    """One row per period: time, VUs, requests, our p99 and the floor's, in ms."""
+def table(
+    ours: list[Period], floor: list[Period], usage: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """One row per period: time, VUs, requests, our p99 and the floor's, in ms; with the
+    sampled usage (``bench.sampler``), the machine's busy cores and each service's, a
+    ``*N`` after a service throttled N times in that period."""
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    rows = [f"{'until s':>8}{'VUs':>6}{'requests':>10}{'p99 ms':>9}{'floor':>8}"]
+    usage = usage or []
+    services = sorted({name for row in usage for name in row["services"]}, key=_service_order)
+    head = f"{'until s':>8}{'VUs':>6}{'requests':>10}{'p99 ms':>9}{'floor':>8}"
+    if usage:
+        head += f"{'machine':>9}" + "".join(f"{name:>11}" for name in services)
+    rows = [head]
     for index, period in enumerate(ours):
         theirs = floor[index].p99_ms if index < len(floor) else None
-        rows.append(
+        row = (
             f"{period.end_s:8.0f}{period.vus:6d}{period.requests:10,d}"
             f"{ms(period.p99_ms):>9}{ms(theirs):>8}"
         )
+        if index < len(usage):
+            sampled = usage[index]
+            row += f"{sampled['machine_cpus']:9.2f}"
+            for name in services:
+                cell = sampled["services"].get(name)
+                text = "-" if cell is None else f"{cell['cpus']:.3f}"
+                if cell and cell["throttled"]:
+                    text += f"*{cell['throttled']}"
+                row += f"{text:>11}"
+        rows.append(row)
+    if usage:
+        rows.append("machine and services in CPUs (cores busy) over each period; *N: throttled")
     return rows
+
+
+def _service_order(name: str) -> tuple[int, str]:
+    order = ("nginx", "app1", "app2", "worker1", "worker2", "postgres", "memcached")
+    return (order.index(name) if name in order else len(order), name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,9 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         ours = read_periods(args.run / "report.html")
         floor_report = args.run / "floor" / "report.html"
         floor = read_periods(floor_report) if floor_report.is_file() else []
-    except (OSError, ReportUnreadable) as exc:
+        sampled = args.run / FILE_NAME
+        usage = json.loads(sampled.read_text()) if sampled.is_file() else None
+    except (OSError, ValueError, ReportUnreadable) as exc:
         sys.exit(f"timeline: {exc}")
-    print("\n".join(table(ours, floor)))
+    print("\n".join(table(ours, floor, usage)))
 
 
 if __name__ == "__main__":

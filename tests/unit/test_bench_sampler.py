@@ -1,0 +1,71 @@
+"""The usage sampler's periods, and how the timeline prints them beside the p99."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import sampler, timeline
+from bench.sampler import Sample
+from stack.cgroups import Usage
+
+
+def _usage(cpu_s: float, throttled: int) -> Usage:
+    return Usage(cpu_s, throttled, None, None, None)
+
+
+def test_a_period_is_the_cpu_used_between_two_samples_in_cores_and_the_throttles() -> None:
+    samples = [
+        Sample(0.0, 100.0, {"app1": _usage(1.0, 2), "worker1": _usage(5.0, 0)}),
+        Sample(10.0, 112.0, {"app1": _usage(2.5, 2), "worker1": _usage(5.5, 3)}),
+        Sample(20.0, 130.0, {"app1": _usage(3.0, 4)}),  # worker1 gone: not reported
+    ]
+
+    assert sampler.periods(samples) == [
+        {
+            "until_s": 10.0,
+            "machine_cpus": 1.2,
+            "services": {
+                "app1": {"cpus": 0.15, "throttled": 0},
+                "worker1": {"cpus": 0.05, "throttled": 3},
+            },
+        },
+        {
+            "until_s": 20.0,
+            "machine_cpus": 1.8,
+            "services": {"app1": {"cpus": 0.05, "throttled": 2}},
+        },
+    ]
+
+
+def test_the_machine_busy_time_leaves_idle_and_iowait_out(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 1000 25 5 5 0 40 0\ncpu0 1 2 3 4\n")
+
+    ticks_per_s = sampler.os.sysconf("SC_CLK_TCK")
+    assert sampler.machine_busy_s(stat) == 160 / ticks_per_s
+
+
+def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
+    periods = [timeline.Period(10.0, 100, 20, 2.5), timeline.Period(20.0, 300, 40, 31.0)]
+    usage = [
+        {"until_s": 10, "machine_cpus": 1.1, "services": {"app1": {"cpus": 0.1, "throttled": 0}}},
+        {"until_s": 20, "machine_cpus": 1.9, "services": {"app1": {"cpus": 0.2, "throttled": 4}}},
+    ]
+
+    rows = timeline.table(periods, [], usage)
+
+    assert rows[0].split() == [
+        "until",
+        "s",
+        "VUs",
+        "requests",
+        "p99",
+        "ms",
+        "floor",
+        "machine",
+        "app1",
+    ]
+    assert rows[1].split() == ["10", "20", "100", "2.50", "-", "1.10", "0.100"]
+    assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "0.200*4"]
+    assert "throttled" in rows[-1]
