@@ -161,3 +161,47 @@ def test_two_racing_consumer_processes_deliver_each_item_exactly_once(tmp_path: 
     expected = {json.dumps({"p": p, "n": n}) for p in range(3) for n in range(1000)}
     assert set(delivered) == expected
     assert [line for line, times in delivered.items() if times != 1] == []
+
+
+# The deployment's one active consumer: takes the queue, says so, then holds it (reading
+# nothing) until it is killed.
+_ACTIVE = """
+import sys, time
+from pathlib import Path
+from runtime.queue import QueueConsumer
+
+consumer = QueueConsumer(Path(sys.argv[1]), owner="app1", one=True)
+print(",".join(consumer.claim()), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_standby_takes_the_queue_over_once_the_active_consumer_is_killed(
+    tmp_path: Path,
+) -> None:
+    queue_dir = tmp_path / "payments"
+    producers = [QueueProducer(queue_dir, name, _SEGMENT_BYTES) for name in ("app1", "app2")]
+    for n, producer in enumerate(producers):
+        producer.put(b'{"n":%d}' % n)
+    active = _python(_ACTIVE, str(queue_dir))
+    guard = _kill_after(active, _PROCESS_TIMEOUT_S)
+    standby = QueueConsumer(queue_dir, owner="app2", one=True)
+    try:
+        assert active.stdout is not None
+        assert active.stdout.readline() == "app1,app2\n", active.communicate()[1]
+        assert standby.claim() == []
+        assert not standby.is_active()
+
+        os.kill(active.pid, signal.SIGKILL)
+        active.wait(timeout=_PROCESS_TIMEOUT_S)
+
+        assert standby.claim() == ["app1", "app2"]  # the kernel released the dead one's locks
+        assert sorted(item.body for item in standby.read(10)) == [b'{"n":0}', b'{"n":1}']
+    finally:
+        guard.cancel()
+        if active.poll() is None:
+            active.kill()
+            active.wait()
+        standby.close()
+        for producer in producers:
+            producer.close()
