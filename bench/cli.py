@@ -373,7 +373,13 @@ def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: P
     with floor.floor_nginx(
         out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf", ports=ports
     ) as fl:
-        code = _k6_against(fl.url, mode, args, binary, out_dir)
+        sampler = UsageSampler(dict)  # the machine's busy cores alone: Nginx's come at the end
+        sampler.start()
+        try:
+            code = _k6_against(fl.url, mode, args, binary, out_dir)
+        finally:
+            sampler.stop()
+            sampler.write(out_dir)
     usage = {FLOOR_SERVICE: fl.usage} if fl.usage is not None else {}
     limits = {FLOOR_SERVICE: _compose_limits().get("nginx")}
     return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, limits)

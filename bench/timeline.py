@@ -94,20 +94,24 @@ def _first(values: list[float] | None) -> float | None:
 
 
 def table(
-    ours: list[Period], floor: list[Period], usage: list[dict[str, Any]] | None = None
+    ours: list[Period],
+    floor: list[Period],
+    usage: list[dict[str, Any]] | None = None,
+    floor_usage: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """One row per period: time, VUs, requests, our p99 and the floor's, in ms; with the
-    sampled usage (``bench.sampler``), the machine's busy cores and each service's, a
-    ``*N`` after a service throttled N times in that period."""
+    sampled usage (``bench.sampler``), the machine's busy cores during our run and the
+    floor's, and each service's, a ``*N`` after a service throttled N times in that period."""
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     usage = usage or []
+    floor_usage = floor_usage or []
     services = sorted({name for row in usage for name in row["services"]}, key=_service_order)
     head = f"{'until s':>8}{'VUs':>6}{'requests':>10}{'p99 ms':>9}{'floor':>8}"
     if usage:
-        head += f"{'machine':>9}" + "".join(f"{name:>11}" for name in services)
+        head += f"{'machine':>9}{'(floor)':>9}" + "".join(f"{name:>11}" for name in services)
     rows = [head]
     for index, period in enumerate(ours):
         theirs = floor[index].p99_ms if index < len(floor) else None
@@ -117,7 +121,10 @@ def table(
         )
         if index < len(usage):
             sampled = usage[index]
-            row += f"{sampled['machine_cpus']:9.2f}"
+            floor_cpus = (
+                f"{floor_usage[index]['machine_cpus']:.2f}" if index < len(floor_usage) else "-"
+            )
+            row += f"{sampled['machine_cpus']:9.2f}{floor_cpus:>9}"
             for name in services:
                 cell = sampled["services"].get(name)
                 text = "-" if cell is None else f"{cell['cpus']:.3f}"
@@ -144,11 +151,15 @@ def main(argv: list[str] | None = None) -> None:
         ours = read_periods(args.run / "report.html")
         floor_report = args.run / "floor" / "report.html"
         floor = read_periods(floor_report) if floor_report.is_file() else []
-        sampled = args.run / FILE_NAME
-        usage = json.loads(sampled.read_text()) if sampled.is_file() else None
+        usage = _usage(args.run / FILE_NAME)
+        floor_usage = _usage(args.run / "floor" / FILE_NAME)
     except (OSError, ValueError, ReportUnreadable) as exc:
         sys.exit(f"timeline: {exc}")
-    print("\n".join(table(ours, floor, usage)))
+    print("\n".join(table(ours, floor, usage, floor_usage)))
+
+
+def _usage(path: Path) -> list[dict[str, Any]] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 if __name__ == "__main__":

@@ -53,19 +53,12 @@ def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
         {"until_s": 20, "machine_cpus": 1.9, "services": {"app1": {"cpus": 0.2, "throttled": 4}}},
     ]
 
-    rows = timeline.table(periods, [], usage)
+    floor_usage = [{"until_s": 10, "machine_cpus": 0.8, "services": {}}]
 
-    assert rows[0].split() == [
-        "until",
-        "s",
-        "VUs",
-        "requests",
-        "p99",
-        "ms",
-        "floor",
-        "machine",
-        "app1",
-    ]
-    assert rows[1].split() == ["10", "20", "100", "2.50", "-", "1.10", "0.100"]
-    assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "0.200*4"]
+    rows = timeline.table(periods, [], usage, floor_usage)
+
+    head = "until s VUs requests p99 ms floor machine (floor) app1"
+    assert rows[0].split() == head.split()
+    assert rows[1].split() == ["10", "20", "100", "2.50", "-", "1.10", "0.80", "0.100"]
+    assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "-", "0.200*4"]
     assert "throttled" in rows[-1]
