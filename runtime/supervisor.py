@@ -24,6 +24,7 @@ import ctypes
 import gc
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -49,6 +50,9 @@ _STABLE_AFTER_S = 30.0
 _STOP_TIMEOUT_S = 15.0
 _HTTP_STOP_TIMEOUT_S = 1.0
 _REAP_INTERVAL_S = 0.05
+_IDLE_WAKE_S = 1.0
+"""The longest the supervisor sleeps between looks at its children: a signal (a child's death,
+SIGTERM, SIGHUP) wakes it at once, so this is only a safety net."""
 _PR_SET_PDEATHSIG = 1
 _RELOAD_HEADROOM_BYTES = 16 * 1024 * 1024
 """What loading a second bundle may need beside the running children (it measured 10 MiB)."""
@@ -164,12 +168,14 @@ class Supervisor:
         self._reload_asked = False
         self._reload = reload
         self._metrics_dir = Path(config.metrics_dir)
+        self._wake_read = self._wake_write = -1
 
     def run(self) -> int:
         """Supervise until asked to stop; returns the exit code."""
         signal.signal(signal.SIGTERM, self._ask_stop)
         signal.signal(signal.SIGINT, self._ask_stop)
         signal.signal(signal.SIGHUP, self._ask_reload)
+        self._wake_on_signals()
         forget_instance(self._metrics_dir, self._unit)
         freeze_before_fork()  # the children share the loaded code's pages: never walked again
         for child in self._children:
@@ -210,8 +216,34 @@ class Supervisor:
             for child in self._children:
                 if child.pid == 0 and now >= child.restart_at:
                     self._spawn(child)
-            time.sleep(_REAP_INTERVAL_S)
+            self._sleep_until_signalled(self._next_restart_in())
         self._stop_all()
+
+    def _wake_on_signals(self) -> None:
+        """Have every signal with a handler, SIGCHLD included, wake ``_sleep_until_signalled``.
+
+        Polling the children every 50 ms cost each supervisor 20 wake-ups a second (about
+        35 µs of CPU each) for nothing. The C-level handler writes the signal's number to a
+        pipe (``set_wakeup_fd``): no Python lock is involved, so no signal can deadlock it.
+        """
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, _noted)
+
+    def _sleep_until_signalled(self, timeout_s: float) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._wake_read], [], [], timeout_s)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+
+    def _next_restart_in(self) -> float:
+        """Seconds until the next child due to be started again, at most ``_IDLE_WAKE_S``."""
+        due = [child.restart_at for child in self._children if child.pid == 0]
+        if not due:
+            return _IDLE_WAKE_S
+        return min(_IDLE_WAKE_S, max(0.0, min(due) - time.monotonic()))
 
     def _ask_stop(self, signum: int, frame: object) -> None:
         del frame
@@ -287,6 +319,10 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)  # the supervisor's pipe: a child's signals are its own
+            for fd in (self._wake_read, self._wake_write):
+                if fd >= 0:
+                    os.close(fd)
             _child_main(self._config, child)  # never returns
         child.pid, child.started_at = pid, time.monotonic()
         _log.info("started", extra={"child": child.name, "child_pid": pid})
@@ -350,6 +386,7 @@ def _child_main(config: RuntimeConfig, child: Child) -> None:
     code = 0
     try:
         _die_with_parent()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's to act on, not ours
         stop = Stopping()
         if child.stop_signal == signal.SIGINT:
@@ -373,6 +410,10 @@ def _child_main(config: RuntimeConfig, child: Child) -> None:
             logging.shutdown()  # writes what a batched log writer still holds
             sys.stderr.flush()
         os._exit(code)
+
+
+def _noted(signum: int, frame: object) -> None:
+    """SIGCHLD's handler: its only job is to exist, so that the wakeup pipe hears of it."""
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
