@@ -26,12 +26,23 @@ FILE_NAME = "usage-timeline.json"
 
 
 def machine_busy_s(proc_stat: Path = Path("/proc/stat")) -> float:
-    """CPU seconds every core has spent doing anything but idling, since boot."""
-    fields = proc_stat.read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(value) for value in fields]
+    """CPU seconds every core has spent doing anything but idling, since boot (time the
+    hypervisor gave to other guests, steal, included)."""
+    ticks = _cpu_ticks(proc_stat)
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
     # guest time is already counted in user time
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_steal_s(proc_stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds the hypervisor ran other guests while ours wanted a core, since boot: a
+    stall nothing on this machine caused."""
+    ticks = _cpu_ticks(proc_stat)
+    return (ticks[7] if len(ticks) > 7 else 0) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(proc_stat: Path) -> list[int]:
+    return [int(value) for value in proc_stat.read_text().split("\n", 1)[0].split()[1:]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Sample:
     at_s: float
     machine_busy_s: float
     services: Mapping[str, Usage]
+    machine_steal_s: float = 0.0
 
 
 @dataclass
@@ -77,10 +89,10 @@ class UsageSampler:
     def _take(self, started: float) -> None:
         try:
             services = self.read()
-            busy = machine_busy_s()
+            busy, steal = machine_busy_s(), machine_steal_s()
         except OSError:  # a cgroup gone as the stack stops: that period stays unsampled
             return
-        self.samples.append(Sample(time.monotonic() - started, busy, services))
+        self.samples.append(Sample(time.monotonic() - started, busy, services, steal))
 
     def write(self, out_dir: Path) -> None:
         """The samples as ``usage-timeline.json``, for ``bench.timeline``."""
@@ -105,6 +117,7 @@ def periods(samples: list[Sample]) -> list[dict[str, Any]]:
             {
                 "until_s": round(after.at_s, 1),
                 "machine_cpus": round((after.machine_busy_s - before.machine_busy_s) / span, 3),
+                "steal_cpus": round((after.machine_steal_s - before.machine_steal_s) / span, 3),
                 "services": services,
             }
         )

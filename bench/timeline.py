@@ -111,7 +111,8 @@ def table(
     services = sorted({name for row in usage for name in row["services"]}, key=_service_order)
     head = f"{'until s':>8}{'VUs':>6}{'requests':>10}{'p99 ms':>9}{'floor':>8}"
     if usage:
-        head += f"{'machine':>9}{'(floor)':>9}" + "".join(f"{name:>11}" for name in services)
+        head += f"{'machine':>9}{'steal':>7}{'(floor)':>9}"
+        head += "".join(f"{name:>11}" for name in services)
     rows = [head]
     for index, period in enumerate(ours):
         theirs = floor[index].p99_ms if index < len(floor) else None
@@ -124,7 +125,9 @@ def table(
             floor_cpus = (
                 f"{floor_usage[index]['machine_cpus']:.2f}" if index < len(floor_usage) else "-"
             )
-            row += f"{sampled['machine_cpus']:9.2f}{floor_cpus:>9}"
+            steal = sampled.get("steal_cpus")
+            steal_text = "-" if steal is None else f"{steal:.2f}"
+            row += f"{sampled['machine_cpus']:9.2f}{steal_text:>7}{floor_cpus:>9}"
             for name in services:
                 cell = sampled["services"].get(name)
                 text = "-" if cell is None else f"{cell['cpus']:.3f}"
@@ -133,7 +136,10 @@ def table(
                 row += f"{text:>11}"
         rows.append(row)
     if usage:
-        rows.append("machine and services in CPUs (cores busy) over each period; *N: throttled")
+        rows.append(
+            "machine and services in CPUs (cores busy) over each period; steal: of the machine's"
+            " busy cores, time the hypervisor gave other guests; *N: throttled"
+        )
     return rows
 
 

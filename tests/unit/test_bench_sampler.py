@@ -15,15 +15,16 @@ def _usage(cpu_s: float, throttled: int) -> Usage:
 
 def test_a_period_is_the_cpu_used_between_two_samples_in_cores_and_the_throttles() -> None:
     samples = [
-        Sample(0.0, 100.0, {"app1": _usage(1.0, 2), "worker1": _usage(5.0, 0)}),
-        Sample(10.0, 112.0, {"app1": _usage(2.5, 2), "worker1": _usage(5.5, 3)}),
-        Sample(20.0, 130.0, {"app1": _usage(3.0, 4)}),  # worker1 gone: not reported
+        Sample(0.0, 100.0, {"app1": _usage(1.0, 2), "worker1": _usage(5.0, 0)}, 7.0),
+        Sample(10.0, 112.0, {"app1": _usage(2.5, 2), "worker1": _usage(5.5, 3)}, 8.0),
+        Sample(20.0, 130.0, {"app1": _usage(3.0, 4)}, 8.0),  # worker1 gone: not reported
     ]
 
     assert sampler.periods(samples) == [
         {
             "until_s": 10.0,
             "machine_cpus": 1.2,
+            "steal_cpus": 0.1,
             "services": {
                 "app1": {"cpus": 0.15, "throttled": 0},
                 "worker1": {"cpus": 0.05, "throttled": 3},
@@ -32,6 +33,7 @@ def test_a_period_is_the_cpu_used_between_two_samples_in_cores_and_the_throttles
         {
             "until_s": 20.0,
             "machine_cpus": 1.8,
+            "steal_cpus": 0.0,
             "services": {"app1": {"cpus": 0.05, "throttled": 2}},
         },
     ]
@@ -44,12 +46,20 @@ def test_the_machine_busy_time_leaves_idle_and_iowait_out(tmp_path: Path) -> Non
 
     ticks_per_s = sampler.os.sysconf("SC_CLK_TCK")
     assert sampler.machine_busy_s(stat) == 160 / ticks_per_s
+    stat.write_text("cpu  100 0 50 1000 25 5 5 30 40 0\n")
+    assert sampler.machine_busy_s(stat) == 190 / ticks_per_s  # steal is time we wanted
+    assert sampler.machine_steal_s(stat) == 30 / ticks_per_s
 
 
 def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
     periods = [timeline.Period(10.0, 100, 20, 2.5), timeline.Period(20.0, 300, 40, 31.0)]
     usage = [
-        {"until_s": 10, "machine_cpus": 1.1, "services": {"app1": {"cpus": 0.1, "throttled": 0}}},
+        {
+            "until_s": 10,
+            "machine_cpus": 1.1,
+            "steal_cpus": 0.25,
+            "services": {"app1": {"cpus": 0.1, "throttled": 0}},
+        },
         {"until_s": 20, "machine_cpus": 1.9, "services": {"app1": {"cpus": 0.2, "throttled": 4}}},
     ]
 
@@ -57,8 +67,9 @@ def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
 
     rows = timeline.table(periods, [], usage, floor_usage)
 
-    head = "until s VUs requests p99 ms floor machine (floor) app1"
+    head = "until s VUs requests p99 ms floor machine steal (floor) app1"
     assert rows[0].split() == head.split()
-    assert rows[1].split() == ["10", "20", "100", "2.50", "-", "1.10", "0.80", "0.100"]
-    assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "-", "0.200*4"]
+    assert rows[1].split() == ["10", "20", "100", "2.50", "-", "1.10", "0.25", "0.80", "0.100"]
+    # a sample without steal (an older run's file) shows a dash there
+    assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "-", "-", "0.200*4"]
     assert "throttled" in rows[-1]
