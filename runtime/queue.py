@@ -107,6 +107,18 @@ def release_producer(queue_dir: Path, producer: str) -> None:
         os.close(fd)
 
 
+def _try_lock(path: Path) -> int:
+    """An exclusive ``flock`` on ``path`` (created if need be) without waiting: the open
+    descriptor that holds it, or -1 if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
 def _segment_name(producer: str, seq: int) -> str:
     return f"{producer}.{seq:010d}.seg"
 
@@ -295,14 +307,10 @@ class QueueConsumer:
                     else:
                         self._free_since.pop(producer, None)
                     continue
-            lock_fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(lock_fd)
-                self._free_since.pop(producer, None)
-                continue
+            lock_fd = _try_lock(self._dir / f"{producer}.lock")
             self._free_since.pop(producer, None)
+            if lock_fd < 0:
+                continue
             committed = self._read_offset(producer)
             with self._lock:
                 self._sources[producer] = _Source(producer, lock_fd, committed, committed)
@@ -310,33 +318,25 @@ class QueueConsumer:
 
     def is_active(self) -> bool:
         """Whether this consumer reads the queue: always, unless it is one of several
-        candidates for the deployment's one consumer and another holds the part."""
+        candidates for the deployment's one consumer and another holds that lock."""
         return not self._one or self._active_fd >= 0
 
     def _hold_active(self) -> bool:
         if self._active_fd >= 0:
             return True
-        fd = os.open(self._dir / _ACTIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        self._active_fd = _try_lock(self._dir / _ACTIVE_LOCK)
+        if self._active_fd < 0:
             return False
-        self._active_fd = fd
         _log.info("active consumer of the queue", extra={"queue": self._dir.name})
         return True
 
     def _lock_is_free(self, producer: str) -> bool:
-        fd = os.open(self._dir / f"{producer}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = _try_lock(self._dir / f"{producer}.lock")
+        if fd < 0:
             return False
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return True
-        finally:
-            os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        return True
 
     def _release_drained_foreign(self) -> None:
         if self._owner is None:
