@@ -319,13 +319,8 @@ def _run_measured(
     """Run k6 with each service's usage sampled every 10 s (``bench.sampler``); fill in the
     exit code, k6's summary and the usage over the test."""
     before = usage()
-    sampler = UsageSampler(usage)
-    sampler.start()
-    try:
+    with UsageSampler(usage).running(measured.out_dir):
         measured.exit_code = run_k6(run, binary, mode.duration_s)
-    finally:
-        sampler.stop()
-        sampler.write(measured.out_dir)
     measured.summary = _read_json(measured.out_dir / "summary.json")
     measured.usage = _during(usage(), before)
 
@@ -370,16 +365,14 @@ def measure_floor(mode: Mode, args: argparse.Namespace, binary: Path, out_dir: P
     """The same test, same VUs and timeline, against the floor Nginx under Nginx's limits."""
     print("bench: measuring the floor (Nginx alone answering 200)", flush=True)
     ports = tuple(official.PORTS.values()) if args.official else ()
-    with floor.floor_nginx(
-        out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf", ports=ports
-    ) as fl:
-        sampler = UsageSampler(dict)  # the machine's busy cores alone: Nginx's come at the end
-        sampler.start()
-        try:
-            code = _k6_against(fl.url, mode, args, binary, out_dir)
-        finally:
-            sampler.stop()
-            sampler.write(out_dir)
+    # The sampler takes the machine's busy cores alone: Nginx's usage comes once it stops.
+    with (
+        floor.floor_nginx(
+            out_dir / "nginx", template=PROJECT_ROOT / "deploy" / "nginx.conf", ports=ports
+        ) as fl,
+        UsageSampler(dict).running(out_dir),
+    ):
+        code = _k6_against(fl.url, mode, args, binary, out_dir)
     usage = {FLOOR_SERVICE: fl.usage} if fl.usage is not None else {}
     limits = {FLOOR_SERVICE: _compose_limits().get("nginx")}
     return Measured(code, out_dir, _read_json(out_dir / "summary.json"), usage, limits)

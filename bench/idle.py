@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     for name, used in after.items():
         earlier = before.get(name)
-        if earlier is None or used.cpu_s is None or earlier.cpu_s is None:
+        cpu_s = used.since(earlier).cpu_s if earlier is not None else None
+        if cpu_s is None:
             continue
-        ms_a_second = (used.cpu_s - earlier.cpu_s) * 1000 / args.seconds
+        ms_a_second = cpu_s * 1000 / args.seconds
         total += ms_a_second
         print(f"{name:12}{ms_a_second:8.2f} ms of CPU a second")
     print(f"{'in all':12}{total:8.2f} ms of CPU a second over {args.seconds:g} s")

@@ -9,12 +9,13 @@ processors).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,24 +26,17 @@ PERIOD_S = 10.0
 FILE_NAME = "usage-timeline.json"
 
 
-def machine_busy_s(proc_stat: Path = Path("/proc/stat")) -> float:
-    """CPU seconds every core has spent doing anything but idling, since boot (time the
-    hypervisor gave to other guests, steal, included)."""
-    ticks = _cpu_ticks(proc_stat)
+def machine_cpu_s(proc_stat: Path = Path("/proc/stat")) -> tuple[float, float]:
+    """CPU seconds since boot, from one read of ``/proc/stat``: every core's time doing
+    anything but idling (steal included), and the steal alone, time the hypervisor ran other
+    guests while ours wanted a core: a stall nothing on this machine caused."""
+    fields = proc_stat.read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(value) for value in fields]
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    steal = ticks[7] if len(ticks) > 7 else 0
+    per_s = os.sysconf("SC_CLK_TCK")
     # guest time is already counted in user time
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_steal_s(proc_stat: Path = Path("/proc/stat")) -> float:
-    """CPU seconds the hypervisor ran other guests while ours wanted a core, since boot: a
-    stall nothing on this machine caused."""
-    ticks = _cpu_ticks(proc_stat)
-    return (ticks[7] if len(ticks) > 7 else 0) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ticks(proc_stat: Path) -> list[int]:
-    return [int(value) for value in proc_stat.read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - idle) / per_s, steal / per_s
 
 
 @dataclass(frozen=True)
@@ -89,10 +83,20 @@ class UsageSampler:
     def _take(self, started: float) -> None:
         try:
             services = self.read()
-            busy, steal = machine_busy_s(), machine_steal_s()
+            busy, steal = machine_cpu_s()
         except OSError:  # a cgroup gone as the stack stops: that period stays unsampled
             return
         self.samples.append(Sample(time.monotonic() - started, busy, services, steal))
+
+    @contextlib.contextmanager
+    def running(self, out_dir: Path) -> Iterator[None]:
+        """Sample while the block runs, then write the samples to ``out_dir``."""
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+            self.write(out_dir)
 
     def write(self, out_dir: Path) -> None:
         """The samples as ``usage-timeline.json``, for ``bench.timeline``."""
@@ -107,11 +111,12 @@ def periods(samples: list[Sample]) -> list[dict[str, Any]]:
         services = {}
         for name, used in after.services.items():
             earlier = before.services.get(name)
-            if earlier is None or used.cpu_s is None or earlier.cpu_s is None:
+            between = used.since(earlier) if earlier is not None else None
+            if between is None or between.cpu_s is None:
                 continue
             services[name] = {
-                "cpus": round((used.cpu_s - earlier.cpu_s) / span, 4),
-                "throttled": (used.throttled_periods or 0) - (earlier.throttled_periods or 0),
+                "cpus": round(between.cpu_s / span, 4),
+                "throttled": between.throttled_periods or 0,
             }
         out.append(
             {

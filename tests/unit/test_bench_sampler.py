@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bench import sampler, timeline
 from bench.sampler import Sample
 from stack.cgroups import Usage
+from tests.support.procs import wait_until
 
 
 def _usage(cpu_s: float, throttled: int) -> Usage:
@@ -45,10 +47,10 @@ def test_the_machine_busy_time_leaves_idle_and_iowait_out(tmp_path: Path) -> Non
     stat.write_text("cpu  100 0 50 1000 25 5 5 0 40 0\ncpu0 1 2 3 4\n")
 
     ticks_per_s = sampler.os.sysconf("SC_CLK_TCK")
-    assert sampler.machine_busy_s(stat) == 160 / ticks_per_s
+    assert sampler.machine_cpu_s(stat) == (160 / ticks_per_s, 0.0)
     stat.write_text("cpu  100 0 50 1000 25 5 5 30 40 0\n")
-    assert sampler.machine_busy_s(stat) == 190 / ticks_per_s  # steal is time we wanted
-    assert sampler.machine_steal_s(stat) == 30 / ticks_per_s
+    # steal is time we wanted: busy, and counted apart too
+    assert sampler.machine_cpu_s(stat) == (190 / ticks_per_s, 30 / ticks_per_s)
 
 
 def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
@@ -73,3 +75,15 @@ def test_the_timeline_shows_each_services_cores_and_marks_throttling() -> None:
     # a sample without steal (an older run's file) shows a dash there
     assert rows[2].split() == ["20", "40", "300", "31.00", "-", "1.90", "-", "-", "0.200*4"]
     assert "throttled" in rows[-1]
+
+
+def test_sampling_a_block_writes_its_periods_when_the_block_ends(tmp_path: Path) -> None:
+    reads = iter(_usage(float(n), 0) for n in range(1_000))
+    timed = sampler.UsageSampler(lambda: {"app1": next(reads)}, period_s=0.01)
+
+    with timed.running(tmp_path):
+        wait_until(lambda: len(timed.samples) >= 3, timeout_s=5, what="three samples")
+
+    written = json.loads((tmp_path / sampler.FILE_NAME).read_text())
+    assert len(written) == len(timed.samples) - 1
+    assert all(period["services"]["app1"]["throttled"] == 0 for period in written)
